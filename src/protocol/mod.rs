@@ -1,0 +1,18 @@
+//! The protocol's rules over plain values: profiles and `transcodingOptions`,
+//! stream ids, the `flatten` message that segment signatures cover, the
+//! `Livepeer-Segment` and `Credentials` header encodings, and the stable error
+//! codes of `/segment` rejections. No I/O.
+
+mod headers;
+mod profiles;
+mod stream_id;
+
+pub use headers::{
+    AUTH_TYPE_ETH, CredentialsError, HeaderError, SegmentHeader, decode_credentials,
+    decode_segment_header, encode_credentials, encode_segment_header, flatten, mint_credentials,
+};
+pub use profiles::{
+    PROFILES, Profile, ProfileError, encode_transcoding_options, parse_profile_list,
+    parse_transcoding_options,
+};
+pub use stream_id::{ManifestId, StreamIdError, rendition_stream_ids};

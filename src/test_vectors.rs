@@ -1,0 +1,32 @@
+//! Loads `../shared/vectors/wire-vectors.json`, the independent test vectors
+//! (set `LPGPU_VECTORS` to read them from elsewhere).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn vectors() -> &'static Value {
+    static VECTORS: OnceLock<Value> = OnceLock::new();
+    VECTORS.get_or_init(|| {
+        let path = std::env::var_os("LPGPU_VECTORS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/vectors/wire-vectors.json")
+            });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "reading test vectors {}: {e} (set LPGPU_VECTORS)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).expect("wire-vectors.json is JSON")
+    })
+}
+
+/// A `0x…` hex string of the vectors as bytes.
+pub fn hex_bytes(value: &Value) -> Vec<u8> {
+    let text = value.as_str().expect("a hex string");
+    hex::decode(text.strip_prefix("0x").unwrap_or(text)).expect("valid hex")
+}

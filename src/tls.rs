@@ -1,0 +1,233 @@
+//! TLS as the protocol wants it: a fresh self-signed certificate (ECDSA P-256)
+//! at each start whose only name is the service URI's host, served by rustls
+//! with ALPN h2 and http/1.1; and, for clients, a verifier that accepts a
+//! self-signed certificate but refuses one whose name does not match the host
+//! dialled.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("--hostname {0:?} is neither a DNS name nor an IP address")]
+    BadHostname(String),
+    #[error("making the certificate failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Installs ring as rustls's process-wide provider. Idempotent.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    install_crypto_provider();
+    CryptoProvider::get_default()
+        .cloned()
+        .expect("installed above")
+}
+
+/// A certificate made at start-up and its private key.
+#[derive(Debug)]
+pub struct SelfSignedCert {
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+    pub cert_pem: String,
+}
+
+impl SelfSignedCert {
+    /// A new certificate whose only subject alternative name is `hostname`
+    /// (an IP SAN for an IP address, a DNS SAN otherwise), valid for a year.
+    pub fn generate(hostname: &str) -> Result<Self, TlsError> {
+        let san = match hostname.parse::<IpAddr>() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => {
+                ServerName::try_from(hostname)
+                    .map_err(|_| TlsError::BadHostname(hostname.to_string()))?;
+                rcgen::SanType::DnsName(
+                    hostname
+                        .try_into()
+                        .map_err(|_| TlsError::BadHostname(hostname.to_string()))?,
+                )
+            }
+        };
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![san];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, hostname);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(365);
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key_pair)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            cert: cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(key_pair.serialize_der()),
+        })
+    }
+
+    /// The server side: this certificate, ALPN h2 then http/1.1.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.cert.clone()],
+                PrivateKeyDer::Pkcs8(self.key.clone_key()),
+            )?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// A client configuration that checks only the server certificate's name (and
+/// the handshake signature), offering the given ALPN protocols.
+pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NameOnlyVerifier { provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Accepts any self-signed certificate whose names include the host dialled:
+/// the spec's rule for orchestrator certificates, which no CA signs.
+#[derive(Debug)]
+pub struct NameOnlyVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for NameOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Handshakes a client dialling `dial_name` with a server holding a
+    /// certificate for `cert_name`, over loopback.
+    async fn handshake(
+        cert_name: &str,
+        dial_name: &str,
+    ) -> Result<Option<Vec<u8>>, std::io::Error> {
+        let cert = SelfSignedCert::generate(cert_name).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tls.write_all(b"hi").await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&[b"h2"])));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from(dial_name.to_string()).unwrap();
+        let mut tls = connector.connect(name, tcp).await?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let mut greeting = Vec::new();
+        tls.read_to_end(&mut greeting).await?;
+        assert_eq!(greeting, b"hi");
+        server.await.unwrap();
+        Ok(alpn)
+    }
+
+    #[tokio::test]
+    async fn accepts_a_self_signed_certificate_with_the_right_name() {
+        assert_eq!(
+            handshake("node.example", "node.example").await.unwrap(),
+            Some(b"h2".to_vec())
+        );
+        assert_eq!(
+            handshake("127.0.0.1", "127.0.0.1").await.unwrap(),
+            Some(b"h2".to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_a_name_mismatch() {
+        let error = handshake("node.example", "other.example")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("NotValidForName"), "{error}");
+        let error = handshake("127.0.0.1", "127.0.0.2").await.unwrap_err();
+        assert!(error.to_string().contains("NotValidForName"), "{error}");
+        assert!(handshake("localhost", "127.0.0.1").await.is_err());
+    }
+
+    #[test]
+    fn bad_hostnames_are_refused() {
+        for bad in ["", "bad host", "a..b"] {
+            assert!(
+                matches!(SelfSignedCert::generate(bad), Err(TlsError::BadHostname(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}
