@@ -18,6 +18,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::orchestrator::OrchestratorService;
+
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight get to finish after shutdown begins.
@@ -28,6 +30,28 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct NodeRoutes {
     pub grpc: Router,
     pub http: Router,
+}
+
+impl NodeRoutes {
+    /// The orchestrator's gRPC service (when given) and the HTTP routes;
+    /// `/segment` only when this process transcodes.
+    pub fn new(orchestrator: Option<OrchestratorService>, transcodes: bool) -> Self {
+        Self {
+            grpc: orchestrator
+                .map(OrchestratorService::into_router)
+                .unwrap_or_default(),
+            http: crate::transcoder::http_router(transcodes),
+        }
+    }
+}
+
+/// `https://host:port`, with an IPv6 host in brackets.
+pub fn service_uri(hostname: &str, port: u16) -> String {
+    if hostname.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("https://[{hostname}]:{port}")
+    } else {
+        format!("https://{hostname}:{port}")
+    }
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {

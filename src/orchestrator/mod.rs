@@ -1,6 +1,7 @@
 //! The orchestrator: `GetTranscoder` verification (the spec's four checks, as
 //! one plain function) and credential minting; [`service`] adapts it to gRPC.
 
+pub mod client;
 pub mod service;
 
 use std::collections::HashMap;

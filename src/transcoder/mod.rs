@@ -9,11 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-/// The HTTP routes a node serves beside gRPC.
-pub fn http_router() -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/segment", post(segment_not_built))
+/// The HTTP routes a node serves beside gRPC; `/segment` when it transcodes.
+pub fn http_router(transcodes: bool) -> Router {
+    let router = Router::new().route("/healthz", get(healthz));
+    if transcodes {
+        router.route("/segment", post(segment_not_built))
+    } else {
+        router
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -1,0 +1,68 @@
+//! The node's HTTP side over real TLS, in HTTP/1.1 and HTTP/2, beside gRPC on
+//! the same port.
+
+mod common;
+
+use bytes::Bytes;
+use common::{RunningNode, World, https_request};
+use http_body_util::Full;
+
+fn get(path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("https://localhost{path}"))
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthz_answers_in_both_http_versions() {
+    let world = World::new(1.0);
+    let node = RunningNode::start(&world, "localhost").await;
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let (status, _, body) = https_request(node.addr, "localhost", alpn, get("/healthz")).await;
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"ok\n");
+        let (status, _, _) = https_request(node.addr, "localhost", alpn, get("/nope")).await;
+        assert_eq!(status, 404);
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn requests_go_to_grpc_by_content_type_only() {
+    let world = World::new(1.0);
+    let node = RunningNode::start(&world, "localhost").await;
+    // A gRPC-typed request for an unknown method reaches tonic, not axum.
+    let request = http::Request::post("https://localhost/net.Orchestrator/Nope")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let (status, headers, _) = https_request(node.addr, "localhost", b"h2", request).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("12")
+    ); // UNIMPLEMENTED
+    // The gRPC path without the gRPC content type is an ordinary HTTP 404.
+    let request = http::Request::post("https://localhost/net.Orchestrator/GetTranscoder")
+        .body(Full::default())
+        .unwrap();
+    let (status, _, _) = https_request(node.addr, "localhost", b"h2", request).await;
+    assert_eq!(status, 404);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn segment_says_plainly_that_it_is_not_built() {
+    let world = World::new(1.0);
+    let node = RunningNode::start(&world, "localhost").await;
+    let request = http::Request::post("https://localhost/segment")
+        .header("content-type", "video/MP2T")
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let (status, _, body) = https_request(node.addr, "localhost", b"http/1.1", request).await;
+    assert_eq!(status, 501);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "internal");
+    node.stop().await;
+}
