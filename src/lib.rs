@@ -28,6 +28,7 @@ pub mod chain;
 pub mod cli;
 pub mod eth;
 pub mod orchestrator;
+pub mod pipeline;
 pub mod proto;
 pub mod protocol;
 pub mod server;

@@ -10,6 +10,7 @@ mod config;
 mod keys;
 mod ledger_cmds;
 mod serve;
+mod transcode;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ enum Command {
     Node(serve::NodeArgs),
     /// Run the orchestrator alone, pointing broadcasters at --transcoder-uri.
     Orchestrator(serve::OrchestratorArgs),
+    /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
+    Transcode(transcode::TranscodeArgs),
 }
 
 /// `--keystore DIR` and how to get its password.
@@ -162,6 +165,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Registry(command) => ledger_cmds::run_registry(command),
         Command::Node(args) => serve::run_node(args),
         Command::Orchestrator(args) => serve::run_orchestrator(args),
+        Command::Transcode(args) => transcode::run(args),
     }
 }
 

@@ -1,0 +1,113 @@
+//! `lpgpu transcode`: the pipeline offline, one segment to `DIR/<profile>.ts`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::pipeline::{BackendChoice, EncoderSettings, select_backend};
+use crate::protocol::parse_profile_list;
+
+/// The pipeline flags shared by `node`, `transcoder`, `transcode` and `bench`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct PipelineArgs {
+    /// Which backend transcodes: auto picks the GPU when one is usable.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Threads per decoder and encoder (0: FFmpeg chooses).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// x264 preset of every rendition.
+    #[arg(long, value_name = "PRESET", default_value = "veryfast")]
+    pub x264_preset: String,
+    /// Keyframe interval in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub gop_seconds: f64,
+    /// VBV buffer size as a multiple of the profile bitrate (maxrate = bitrate).
+    #[arg(long, value_name = "FACTOR", default_value_t = 2.0)]
+    pub bufsize_factor: f64,
+}
+
+impl PipelineArgs {
+    pub fn settings(&self) -> Result<EncoderSettings> {
+        anyhow::ensure!(
+            self.gop_seconds.is_finite() && (0.1..=60.0).contains(&self.gop_seconds),
+            "--gop-seconds must be between 0.1 and 60"
+        );
+        anyhow::ensure!(
+            self.bufsize_factor.is_finite() && (0.1..=20.0).contains(&self.bufsize_factor),
+            "--bufsize-factor must be between 0.1 and 20"
+        );
+        const PRESETS: [&str; 10] = [
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        anyhow::ensure!(
+            PRESETS.contains(&self.x264_preset.as_str()),
+            "--x264-preset must be one of {PRESETS:?}"
+        );
+        Ok(EncoderSettings {
+            preset: self.x264_preset.clone(),
+            gop_seconds: self.gop_seconds,
+            bufsize_factor: self.bufsize_factor,
+            threads: self.threads,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TranscodeArgs {
+    /// An MPEG-TS segment.
+    input: PathBuf,
+    /// Comma-separated profile names.
+    #[arg(long, value_name = "LIST")]
+    profiles: String,
+    /// Directory for the renditions (`<profile>.ts`).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
+    let profiles = parse_profile_list(&args.profiles)?;
+    let backend = select_backend(args.pipeline.backend, args.pipeline.settings()?)?;
+    let segment =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let started = Instant::now();
+    let transcoded = backend.transcode(segment.into(), &profiles)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for rendition in &transcoded.renditions {
+        let path = args.out.join(format!("{}.ts", rendition.profile.name));
+        std::fs::write(&path, &rendition.data)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{} {}x{} {} frames {} bytes -> {}",
+            rendition.profile.name,
+            rendition.width,
+            rendition.height,
+            rendition.frames,
+            rendition.data.len(),
+            path.display()
+        );
+    }
+    println!(
+        "{:.2} s of video ({} frames) in {elapsed:.2} s on {}: real-time ratio {:.2}",
+        transcoded.source_seconds,
+        transcoded.source_frames,
+        backend.name(),
+        elapsed / transcoded.source_seconds.max(f64::EPSILON)
+    );
+    Ok(())
+}

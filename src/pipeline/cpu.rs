@@ -1,0 +1,536 @@
+//! The CPU backend: libavformat demuxes the segment from memory, libavcodec
+//! decodes its video once, and each profile's worker thread scales (swscale)
+//! and encodes (libx264) the shared frames; the renditions are muxed to
+//! MPEG-TS in memory with the source's audio copied in untouched.
+//!
+//! Timestamps are the source's all the way through (the encoders work in the
+//! source stream's time base), so renditions line up for HLS switching.
+
+use std::io::{Cursor, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, Once};
+
+use bytes::Bytes;
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling;
+use ffmpeg::{Dictionary, Packet, codec, encoder, format, frame, media, picture};
+use ffmpeg_next as ffmpeg;
+
+use super::ladder::{FrameDecimator, fit_in_box, output_frame_rate};
+use super::{Backend, EncoderSettings, Rational, Rendition, TranscodeError, Transcoded};
+use crate::protocol::Profile;
+
+/// Frames in flight between the decoder and each profile's worker.
+const FRAME_QUEUE: usize = 8;
+/// Pictures larger than this (8K UHD) are refused rather than decoded.
+const MAX_PIXELS: u64 = 7680 * 4320;
+
+fn init_ffmpeg() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // Registration cannot fail in FFmpeg ≥ 4; keep going if it says otherwise.
+        let _ = ffmpeg::init();
+        // Our own errors say what went wrong; FFmpeg's stderr chatter about a
+        // bad segment would only be noise in the node's log.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
+    });
+}
+
+fn to_ff(r: Rational) -> ffmpeg::Rational {
+    ffmpeg::Rational::new(r.num, r.den)
+}
+
+fn from_ff(r: ffmpeg::Rational) -> Rational {
+    Rational::new(r.numerator(), r.denominator())
+}
+
+fn internal(context: &str) -> impl Fn(ffmpeg::Error) -> TranscodeError + '_ {
+    move |e| TranscodeError::Internal(format!("{context}: {e}"))
+}
+
+/// libavcodec, swscale and libx264 on the CPU.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    settings: EncoderSettings,
+}
+
+impl CpuBackend {
+    pub fn new(settings: EncoderSettings) -> Self {
+        init_ffmpeg();
+        Self { settings }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn device(&self) -> String {
+        cpu_model().unwrap_or_else(|| "cpu".into())
+    }
+
+    fn transcode(
+        &self,
+        segment: Bytes,
+        profiles: &[Profile],
+    ) -> Result<Transcoded, TranscodeError> {
+        init_ffmpeg();
+        transcode_segment(segment, profiles, &self.settings)
+    }
+}
+
+/// The CPU model from /proc/cpuinfo, when there is one.
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|m| m.trim().to_string())
+}
+
+/// A `Write` into shared memory, so a muxer can write where we can read it back.
+#[derive(Debug, Clone, Default)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
+
+/// What a profile's worker needs to know, as plain values.
+#[derive(Debug, Clone)]
+struct RungPlan {
+    profile: Profile,
+    time_base: Rational,
+    source_rate: Option<Rational>,
+    settings: EncoderSettings,
+}
+
+/// A worker's result: the encoder's stream parameters and its packets.
+struct EncodedRung {
+    profile: Profile,
+    parameters: codec::Parameters,
+    /// The packets' time base: the source video stream's.
+    time_base: ffmpeg::Rational,
+    packets: Vec<Packet>,
+    width: u32,
+    height: u32,
+    frames: u64,
+}
+
+/// The audio track copied into every rendition.
+struct AudioTrack {
+    parameters: codec::Parameters,
+    time_base: ffmpeg::Rational,
+    packets: Vec<Packet>,
+}
+
+fn transcode_segment(
+    segment: Bytes,
+    profiles: &[Profile],
+    settings: &EncoderSettings,
+) -> Result<Transcoded, TranscodeError> {
+    if segment.is_empty() {
+        return Err(TranscodeError::Undecodable("the segment is empty".into()));
+    }
+    let io = format::context::StreamIo::from_read_seek(Cursor::new(segment))
+        .map_err(internal("setting up in-memory input"))?;
+    let mut input = format::input_from_stream(io, None, None)
+        .map_err(|e| TranscodeError::Undecodable(format!("not a container FFmpeg reads: {e}")))?;
+
+    let video = input
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| TranscodeError::Undecodable("the segment has no video stream".into()))?;
+    let video_index = video.index();
+    let time_base = from_ff(video.time_base());
+    let source_rate = [video.avg_frame_rate(), video.rate()]
+        .into_iter()
+        .map(from_ff)
+        .find(|r| r.num > 0 && r.den > 0 && r.as_f64() < 1000.0);
+    let mut decoder_context = codec::context::Context::from_parameters(video.parameters())
+        .map_err(|e| TranscodeError::Undecodable(format!("video stream parameters: {e}")))?;
+    decoder_context.set_threading(codec::threading::Config {
+        count: settings.threads,
+        ..codec::threading::Config::kind(codec::threading::Type::Frame)
+    });
+    let mut decoder = decoder_context.decoder().video().map_err(|e| {
+        TranscodeError::Undecodable(format!("no decoder for this video codec: {e}"))
+    })?;
+
+    let mut audio = input
+        .streams()
+        .best(media::Type::Audio)
+        .map(|s| AudioTrack {
+            parameters: s.parameters(),
+            time_base: s.time_base(),
+            packets: Vec::new(),
+        });
+    let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());
+
+    let plans: Vec<RungPlan> = profiles
+        .iter()
+        .map(|&profile| RungPlan {
+            profile,
+            time_base,
+            source_rate,
+            settings: settings.clone(),
+        })
+        .collect();
+
+    let mut decoded_frames = 0u64;
+    let mut first_pts: Option<i64> = None;
+    let mut last_pts: Option<i64> = None;
+    let results = std::thread::scope(|scope| {
+        let mut senders: Vec<Option<SyncSender<Arc<frame::Video>>>> = Vec::new();
+        let mut workers = Vec::new();
+        for plan in plans {
+            let (sender, receiver) = sync_channel::<Arc<frame::Video>>(FRAME_QUEUE);
+            senders.push(Some(sender));
+            workers.push(scope.spawn(move || encode_rung(plan, receiver)));
+        }
+        let mut fan_out = |frame: frame::Video| -> Result<(), TranscodeError> {
+            if u64::from(frame.width()) * u64::from(frame.height()) > MAX_PIXELS {
+                return Err(TranscodeError::Undecodable(format!(
+                    "a {}x{} picture is larger than 8K",
+                    frame.width(),
+                    frame.height()
+                )));
+            }
+            decoded_frames += 1;
+            if let Some(pts) = frame.timestamp() {
+                first_pts = Some(first_pts.map_or(pts, |p| p.min(pts)));
+                last_pts = Some(last_pts.map_or(pts, |p| p.max(pts)));
+            }
+            let frame = Arc::new(frame);
+            for slot in senders.iter_mut() {
+                // A worker that failed has hung up: stop feeding it; its error
+                // comes back when it is joined.
+                if let Some(sender) = slot
+                    && sender.send(frame.clone()).is_err()
+                {
+                    *slot = None;
+                }
+            }
+            Ok(())
+        };
+
+        let mut decode_result = Ok(());
+        let mut packets = input.packets();
+        for (stream, packet) in &mut packets {
+            if stream.index() == video_index {
+                // A corrupt packet is skipped; a segment in which nothing
+                // decodes is refused below.
+                if decoder.send_packet(&packet).is_ok() {
+                    decode_result = drain_decoder(&mut decoder, &mut fan_out);
+                }
+            } else if Some(stream.index()) == audio_index
+                && let Some(track) = audio.as_mut()
+            {
+                track.packets.push(packet);
+            }
+            if decode_result.is_err() {
+                break;
+            }
+        }
+        if decode_result.is_ok() && decoder.send_eof().is_ok() {
+            decode_result = drain_decoder(&mut decoder, &mut fan_out);
+        }
+        // Hanging up tells each worker the segment is over (the closure
+        // borrowed the senders; its last use is above).
+        drop(senders);
+        let encoded: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(TranscodeError::Internal(
+                        "an encoder thread panicked".into(),
+                    ))
+                })
+            })
+            .collect();
+        (decode_result, encoded)
+    });
+    let (decode_result, encoded) = results;
+    decode_result?;
+    if decoded_frames == 0 {
+        return Err(TranscodeError::Undecodable(
+            "no picture in the segment decodes".into(),
+        ));
+    }
+
+    let mut renditions = Vec::with_capacity(encoded.len());
+    for rung in encoded {
+        renditions.push(mux_rendition(rung?, audio.as_ref())?);
+    }
+    let frame_seconds = source_rate.map_or(0.0, |r| 1.0 / r.as_f64());
+    let source_seconds = match (first_pts, last_pts) {
+        (Some(first), Some(last)) => (last - first) as f64 * time_base.as_f64() + frame_seconds,
+        _ => decoded_frames as f64 * frame_seconds,
+    };
+    Ok(Transcoded {
+        renditions,
+        source_seconds,
+        source_frames: decoded_frames,
+    })
+}
+
+/// Receives every frame the decoder has ready ("needs more input" ends the loop).
+fn drain_decoder(
+    decoder: &mut ffmpeg::decoder::Video,
+    sink: &mut impl FnMut(frame::Video) -> Result<(), TranscodeError>,
+) -> Result<(), TranscodeError> {
+    loop {
+        let mut frame = frame::Video::empty();
+        match decoder.receive_frame(&mut frame) {
+            Ok(()) => {
+                let pts = frame.timestamp();
+                frame.set_pts(pts);
+                sink(frame)?;
+            }
+            Err(ffmpeg::Error::Other {
+                errno: ffmpeg::util::error::EAGAIN,
+            })
+            | Err(ffmpeg::Error::Eof) => {
+                return Ok(());
+            }
+            // A picture that fails to decode is dropped, like a corrupt packet.
+            Err(_) => continue,
+        }
+    }
+}
+
+/// One profile's worker: scale, drop frames down to the profile's rate, encode.
+fn encode_rung(
+    plan: RungPlan,
+    frames: Receiver<Arc<frame::Video>>,
+) -> Result<EncodedRung, TranscodeError> {
+    let out_rate = output_frame_rate(plan.source_rate, plan.profile.fps);
+    let mut decimator = FrameDecimator::new(plan.source_rate, out_rate, plan.time_base);
+    let mut state: Option<(encoder::Video, scaling::Context, (Pixel, u32, u32))> = None;
+    let mut packets = Vec::new();
+    let (mut width, mut height, mut count) = (0, 0, 0u64);
+    let frame_ticks = (1.0 / (out_rate.as_f64() * plan.time_base.as_f64()))
+        .round()
+        .max(1.0) as i64;
+    let mut next_pts: Option<i64> = None;
+
+    for source in frames {
+        if !decimator.keep(source.pts()) {
+            continue;
+        }
+        let shape = (source.format(), source.width(), source.height());
+        if state.is_none() {
+            let (w, h) = fit_in_box(
+                source.width(),
+                source.height(),
+                from_ff(source.aspect_ratio()),
+                plan.profile.width,
+                plan.profile.height,
+            );
+            (width, height) = (w, h);
+            let encoder = open_encoder(&plan, w, h, out_rate)?;
+            let scaler = new_scaler(shape, w, h)?;
+            state = Some((encoder, scaler, shape));
+        }
+        let (encoder, scaler, scaler_shape) = state.as_mut().expect("set above");
+        if *scaler_shape != shape {
+            // The picture changed size or format mid-segment: rescale to the same output.
+            *scaler = new_scaler(shape, width, height)?;
+            *scaler_shape = shape;
+        }
+        let mut scaled = frame::Video::empty();
+        scaler
+            .run(&source, &mut scaled)
+            .map_err(internal("scaling"))?;
+        // Keep the source's timestamps; invent them only where it has none.
+        let pts = source.pts().or(next_pts).unwrap_or(0);
+        next_pts = Some(pts + frame_ticks);
+        scaled.set_pts(Some(pts));
+        if count == 0 {
+            scaled.set_kind(picture::Type::I);
+        }
+        count += 1;
+        encoder.send_frame(&scaled).map_err(internal("encoding"))?;
+        drain_encoder(encoder, &mut packets)?;
+    }
+
+    let Some((mut encoder, _, _)) = state else {
+        // No frame reached this worker: the decoder failed first, and says why.
+        return Err(TranscodeError::Undecodable(
+            "no picture in the segment decodes".into(),
+        ));
+    };
+    encoder
+        .send_eof()
+        .map_err(internal("flushing the encoder"))?;
+    drain_encoder(&mut encoder, &mut packets)?;
+    let parameters = codec::Parameters::from(&encoder);
+    Ok(EncodedRung {
+        profile: plan.profile,
+        parameters,
+        time_base: to_ff(plan.time_base),
+        packets,
+        width,
+        height,
+        frames: count,
+    })
+}
+
+fn new_scaler(
+    shape: (Pixel, u32, u32),
+    width: u32,
+    height: u32,
+) -> Result<scaling::Context, TranscodeError> {
+    let (format, w, h) = shape;
+    scaling::Context::get(
+        format,
+        w,
+        h,
+        Pixel::YUV420P,
+        width,
+        height,
+        scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| {
+        TranscodeError::Undecodable(format!("cannot scale {format:?} {w}x{h} pictures: {e}"))
+    })
+}
+
+fn open_encoder(
+    plan: &RungPlan,
+    width: u32,
+    height: u32,
+    rate: Rational,
+) -> Result<encoder::Video, TranscodeError> {
+    let codec = encoder::find_by_name("libx264")
+        .ok_or_else(|| TranscodeError::Internal("this FFmpeg has no libx264 encoder".into()))?;
+    let mut encoder = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(internal("creating the H.264 encoder"))?;
+    let settings = &plan.settings;
+    encoder.set_width(width);
+    encoder.set_height(height);
+    encoder.set_format(Pixel::YUV420P);
+    encoder.set_aspect_ratio(ffmpeg::Rational::new(1, 1));
+    encoder.set_time_base(to_ff(plan.time_base));
+    encoder.set_frame_rate(Some(to_ff(rate)));
+    encoder.set_bit_rate(plan.profile.bitrate_bps as usize);
+    encoder.set_gop((settings.gop_seconds * rate.as_f64()).round().max(1.0) as u32);
+
+    let kbps = plan.profile.bitrate_bps / 1000;
+    let bufsize = (f64::from(kbps) * settings.bufsize_factor).round() as u32;
+    let mut options = Dictionary::new();
+    options.set("preset", &settings.preset);
+    options.set("forced-idr", "1");
+    options.set(
+        "x264-params",
+        &format!("vbv-maxrate={kbps}:vbv-bufsize={bufsize}"),
+    );
+    options.set("threads", &settings.threads.to_string());
+    encoder.open_with(options).map_err(|e| {
+        TranscodeError::Internal(format!(
+            "opening libx264 ({width}x{height}, preset {}): {e}",
+            settings.preset
+        ))
+    })
+}
+
+fn drain_encoder(
+    encoder: &mut encoder::Video,
+    packets: &mut Vec<Packet>,
+) -> Result<(), TranscodeError> {
+    loop {
+        let mut packet = Packet::empty();
+        match encoder.receive_packet(&mut packet) {
+            Ok(()) => packets.push(packet),
+            Err(ffmpeg::Error::Other {
+                errno: ffmpeg::util::error::EAGAIN,
+            })
+            | Err(ffmpeg::Error::Eof) => {
+                return Ok(());
+            }
+            Err(e) => return Err(TranscodeError::Internal(format!("encoding: {e}"))),
+        }
+    }
+}
+
+/// Muxes one rung's packets, with the audio, into MPEG-TS in memory.
+/// Interleaving sorts video and audio by decoding time.
+fn mux_rendition(
+    rung: EncodedRung,
+    audio: Option<&AudioTrack>,
+) -> Result<Rendition, TranscodeError> {
+    let buffer = SharedBuffer::default();
+    let io = format::context::StreamIo::from_write(buffer.clone())
+        .map_err(internal("setting up in-memory output"))?;
+    let mut output = format::output_to_stream(io, None, Some("mpegts"))
+        .map_err(internal("creating the muxer"))?;
+    output
+        .add_stream(encoder::find(codec::Id::H264))
+        .map_err(internal("adding video"))?
+        .set_parameters(rung.parameters.clone());
+    if let Some(track) = audio {
+        output
+            .add_stream(encoder::find(codec::Id::None))
+            .map_err(internal("adding audio"))?
+            .set_parameters(track.parameters.clone());
+    }
+    output
+        .write_header()
+        .map_err(internal("writing the MPEG-TS header"))?;
+
+    let video_out = output.stream(0).expect("added above").time_base();
+    for mut packet in rung.packets {
+        packet.rescale_ts(rung.time_base, video_out);
+        packet.set_stream(0);
+        packet
+            .write_interleaved(&mut output)
+            .map_err(internal("muxing video"))?;
+    }
+    if let Some(track) = audio {
+        let audio_out = output.stream(1).expect("added above").time_base();
+        for packet in &track.packets {
+            let mut packet = packet.clone();
+            packet.rescale_ts(track.time_base, audio_out);
+            packet.set_stream(1);
+            packet.set_position(-1);
+            packet
+                .write_interleaved(&mut output)
+                .map_err(internal("muxing audio"))?;
+        }
+    }
+    output
+        .write_trailer()
+        .map_err(internal("finishing the MPEG-TS"))?;
+    drop(output);
+    Ok(Rendition {
+        profile: rung.profile,
+        width: rung.width,
+        height: rung.height,
+        frames: rung.frames,
+        data: Bytes::from(buffer.take()),
+    })
+}
