@@ -27,6 +27,7 @@
 pub mod chain;
 pub mod cli;
 pub mod eth;
+pub mod metrics;
 pub mod orchestrator;
 pub mod pipeline;
 pub mod proto;

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::orchestrator::OrchestratorService;
+use crate::transcoder::Transcoder;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,12 +36,15 @@ pub struct NodeRoutes {
 impl NodeRoutes {
     /// The orchestrator's gRPC service (when given) and the HTTP routes;
     /// `/segment` only when this process transcodes.
-    pub fn new(orchestrator: Option<OrchestratorService>, transcodes: bool) -> Self {
+    pub fn new(
+        orchestrator: Option<OrchestratorService>,
+        transcoder: Option<Arc<Transcoder>>,
+    ) -> Self {
         Self {
             grpc: orchestrator
                 .map(OrchestratorService::into_router)
                 .unwrap_or_default(),
-            http: crate::transcoder::http_router(transcodes),
+            http: crate::transcoder::http_router(transcoder),
         }
     }
 }

@@ -53,16 +53,13 @@ async fn requests_go_to_grpc_by_content_type_only() {
 }
 
 #[tokio::test]
-async fn segment_says_plainly_that_it_is_not_built() {
+async fn stream_names_that_were_never_stored_are_404() {
     let world = World::new(1.0);
     let node = RunningNode::start(&world, "localhost").await;
-    let request = http::Request::post("https://localhost/segment")
-        .header("content-type", "video/MP2T")
-        .body(Full::new(Bytes::from_static(b"x")))
-        .unwrap();
-    let (status, _, body) = https_request(node.addr, "localhost", b"http/1.1", request).await;
-    assert_eq!(status, 501);
+    let (status, _, body) =
+        https_request(node.addr, "localhost", b"h2", get("/stream/nope_1.ts")).await;
+    assert_eq!(status, 404);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(json["error"], "internal");
+    assert_eq!(json["error"], "not_found");
     node.stop().await;
 }

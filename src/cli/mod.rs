@@ -62,6 +62,8 @@ enum Command {
     Node(serve::NodeArgs),
     /// Run the orchestrator alone, pointing broadcasters at --transcoder-uri.
     Orchestrator(serve::OrchestratorArgs),
+    /// Run a transcoder alone, accepting credentials of --orchestrator-address.
+    Transcoder(serve::TranscoderArgs),
     /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
     Transcode(transcode::TranscodeArgs),
 }
@@ -165,6 +167,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Registry(command) => ledger_cmds::run_registry(command),
         Command::Node(args) => serve::run_node(args),
         Command::Orchestrator(args) => serve::run_orchestrator(args),
+        Command::Transcoder(args) => serve::run_transcoder(args),
         Command::Transcode(args) => transcode::run(args),
     }
 }

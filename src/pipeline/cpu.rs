@@ -304,6 +304,9 @@ fn drain_decoder(
     loop {
         let mut frame = frame::Video::empty();
         match decoder.receive_frame(&mut frame) {
+            // A picture the decoder had to conceal (missing slices, a cut-off
+            // segment) is garbage: drop it like a corrupt packet.
+            Ok(()) if frame.is_corrupt() || frame.has_decode_errors() => continue,
             Ok(()) => {
                 let pts = frame.timestamp();
                 frame.set_pts(pts);

@@ -1,21 +1,111 @@
-//! The node's HTTP routes: `GET /healthz` and `POST /segment`.
+//! The transcoder: `POST /segment` (verify, stream and hash the body, transcode,
+//! answer with renditions), `GET /stream/<name>.ts` for protobuf-mode results,
+//! and `GET /healthz`.
 //!
-//! Segment verification and transcoding are not built yet: `POST /segment`
-//! answers `501` with a JSON error until they are.
+//! Verification is [`verify`]'s plain functions; this module adapts HTTP to
+//! them, keeps CPU work off the async executor (hashing on a blocking thread
+//! while the body streams in, transcoding on `spawn_blocking` behind a
+//! semaphore of `--max-sessions` slots), and maps every outcome to a status
+//! once.
 
-use axum::Json;
+pub mod store;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use prost::Message;
+use tokio::sync::Semaphore;
 
-/// The HTTP routes a node serves beside gRPC; `/segment` when it transcodes.
-pub fn http_router(transcodes: bool) -> Router {
+use crate::chain::{Chain, ChainError};
+use crate::eth::{Address, Keccak256Hasher, PrivateKey, keccak256};
+use crate::metrics::Metrics;
+use crate::pipeline::{Backend, TranscodeError, Transcoded};
+use crate::proto::{TranscodeData, TranscodeResult, TranscodedSegmentData, transcode_result};
+use store::{SegmentStore, StoreLimits};
+use verify::{
+    Rejection, SegmentHeaders, VerifiedSegment, authenticate, authorize, check_body_hash,
+};
+
+/// Limits and identity of a transcoder.
+#[derive(Debug, Clone)]
+pub struct TranscoderConfig {
+    /// Credentials must be signed by this orchestrator.
+    pub orchestrator: Address,
+    /// This transcoder's `https://host:port`, the base of `/stream/` URLs.
+    pub service_uri: String,
+    /// Signs `TranscodeData.sig`; without one the signature is empty.
+    pub signer: Option<Arc<PrivateKey>>,
+    pub max_segment_bytes: u64,
+    pub max_sessions: usize,
+    /// Time allowed for the body to arrive.
+    pub request_timeout: Duration,
+    /// Time allowed for one transcode before the request fails.
+    pub transcode_timeout: Duration,
+    /// Put internal error text in responses (`--expose-errors`).
+    pub expose_errors: bool,
+    pub store: StoreLimits,
+}
+
+impl TranscoderConfig {
+    pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+/// Everything `POST /segment` needs; shared by the handlers.
+#[derive(Debug)]
+pub struct Transcoder {
+    config: TranscoderConfig,
+    chain: Arc<dyn Chain>,
+    backend: Arc<dyn Backend>,
+    slots: Arc<Semaphore>,
+    store: SegmentStore,
+    metrics: Metrics,
+}
+
+impl Transcoder {
+    pub fn new(
+        config: TranscoderConfig,
+        chain: Arc<dyn Chain>,
+        backend: Arc<dyn Backend>,
+        metrics: Metrics,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_sessions.max(1)));
+        let store = SegmentStore::new(config.store);
+        Self {
+            config,
+            chain,
+            backend,
+            slots,
+            store,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The HTTP routes of a node: `/healthz`, and `/segment` and `/stream/…` when
+/// it transcodes.
+pub fn http_router(transcoder: Option<Arc<Transcoder>>) -> Router {
     let router = Router::new().route("/healthz", get(healthz));
-    if transcodes {
-        router.route("/segment", post(segment_not_built))
-    } else {
-        router
+    match transcoder {
+        Some(transcoder) => router.merge(
+            Router::new()
+                .route("/segment", post(post_segment))
+                .route("/stream/{name}", get(get_stream))
+                .with_state(transcoder),
+        ),
+        None => router,
     }
 }
 
@@ -23,13 +113,361 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn segment_not_built() -> Response {
+fn json_error(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "detail": detail });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A header's text; absent, empty and non-text headers are `None`/garbage that
+/// the decoders refuse with their own codes.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .filter(|text| !text.trim().is_empty())
+}
+
+fn wants_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| {
+            accept
+                .split(',')
+                .any(|t| t.trim().to_ascii_lowercase().starts_with("multipart/mixed"))
+        })
+}
+
+async fn post_segment(
+    State(transcoder): State<Arc<Transcoder>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let metrics = &transcoder.metrics;
+    metrics.inflight_segments.inc();
+    let response = match transcoder.handle_segment(&headers, body).await {
+        Ok(response) => response,
+        Err(rejection) => {
+            tracing::warn!(
+                code = rejection.code(),
+                status = rejection.status().as_u16(),
+                "segment rejected: {rejection}"
+            );
+            metrics
+                .rejections
+                .with_label_values(&[rejection.code()])
+                .inc();
+            metrics.segments.with_label_values(&["rejected"]).inc();
+            transcoder.rejection_response(&rejection)
+        }
+    };
+    metrics.inflight_segments.dec();
+    metrics
+        .segment_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn get_stream(
+    State(transcoder): State<Arc<Transcoder>>,
+    Path(name): Path<String>,
+) -> Response {
+    match transcoder.store.get(&name) {
+        Some(data) => ([(header::CONTENT_TYPE, "video/MP2T")], data).into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such rendition (or it has expired)",
+        ),
+    }
+}
+
+impl Transcoder {
+    fn rejection_response(&self, rejection: &Rejection) -> Response {
+        let internal = matches!(rejection, Rejection::ChainUnavailable(_));
+        let detail = if internal && !self.config.expose_errors {
+            "the chain cannot be read right now".to_string()
+        } else {
+            rejection.to_string()
+        };
+        let mut response = json_error(rejection.status(), rejection.code(), &detail);
+        if rejection.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    fn chain_rejection(&self, error: ChainError) -> Rejection {
+        tracing::error!("reading the chain failed: {error}");
+        Rejection::ChainUnavailable(error.to_string())
+    }
+
+    async fn handle_segment(&self, headers: &HeaderMap, body: Body) -> Result<Response, Rejection> {
+        let request = SegmentHeaders {
+            authorization: header_text(headers, "authorization"),
+            credentials: header_text(headers, "credentials"),
+            segment: header_text(headers, "livepeer-segment"),
+            content_type: header_text(headers, "content-type"),
+        };
+        let job_id = authenticate(&request, self.config.orchestrator)?;
+        let job = self
+            .chain
+            .job(job_id)
+            .await
+            .map_err(|e| self.chain_rejection(e))?;
+        let block = self
+            .chain
+            .current_block()
+            .await
+            .map_err(|e| self.chain_rejection(e))?;
+        let verified = authorize(&request, job_id, job, block)?;
+
+        let limit = self.config.max_segment_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(Rejection::BodyTooLarge { limit });
+        }
+        // Claim a slot before reading the body: a full node answers at once.
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Rejection::Busy(self.config.max_sessions))?;
+
+        let timeout = self.config.request_timeout;
+        let (segment, hash) = tokio::time::timeout(timeout, read_and_hash(body, limit))
+            .await
+            .map_err(|_| Rejection::Timeout(timeout.as_secs()))??;
+        check_body_hash(&verified, &hash)?;
+        self.metrics
+            .segment_bytes
+            .with_label_values(&["in"])
+            .inc_by(segment.len() as u64);
+
+        let backend = self.backend.clone();
+        let profiles = verified.profiles.clone();
+        let signer = self.config.signer.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            let started = Instant::now();
+            let result = backend.transcode(segment, &profiles);
+            let elapsed = started.elapsed();
+            // Hashing the renditions is CPU work too: do it here, off the executor.
+            let signature = match (&result, signer) {
+                (Ok(transcoded), Some(key)) => {
+                    let hashes: Vec<u8> = transcoded
+                        .renditions
+                        .iter()
+                        .flat_map(|r| keccak256(&r.data))
+                        .collect();
+                    key.sign(&hashes).to_vec()
+                }
+                _ => Vec::new(),
+            };
+            (result, elapsed, signature)
+        });
+        let multipart = wants_multipart(headers);
+        let seq = verified.segment.seq;
+        let outcome = match tokio::time::timeout(self.config.transcode_timeout, work).await {
+            Ok(Ok((result, elapsed, signature))) => {
+                self.metrics
+                    .transcode_seconds
+                    .with_label_values(&[self.backend.name()])
+                    .observe(elapsed.as_secs_f64());
+                result.map(|t| (t, signature))
+            }
+            Ok(Err(join_error)) => Err(TranscodeError::Internal(format!(
+                "the transcode task failed: {join_error}"
+            ))),
+            Err(_) => Err(TranscodeError::Internal(format!(
+                "transcoding took longer than {} s",
+                self.config.transcode_timeout.as_secs()
+            ))),
+        };
+        Ok(match outcome {
+            Ok((transcoded, signature)) => {
+                tracing::info!(
+                    job = verified.job.id,
+                    seq,
+                    renditions = transcoded.renditions.len(),
+                    source_seconds = transcoded.source_seconds,
+                    "segment transcoded"
+                );
+                self.count_success(&transcoded);
+                if multipart {
+                    multipart_response(&transcoded)
+                } else {
+                    self.protobuf_response(&verified, transcoded, signature)
+                }
+            }
+            Err(error) => {
+                let code = match error {
+                    TranscodeError::Undecodable(_) => "undecodable_segment",
+                    TranscodeError::Internal(_) => "internal",
+                };
+                tracing::warn!(
+                    job = verified.job.id,
+                    seq,
+                    code,
+                    "transcode failed: {error}"
+                );
+                self.metrics.segments.with_label_values(&["failed"]).inc();
+                self.metrics.rejections.with_label_values(&[code]).inc();
+                self.failure_response(&error, code, seq, multipart)
+            }
+        })
+    }
+
+    fn count_success(&self, transcoded: &Transcoded) {
+        self.metrics.segments.with_label_values(&["ok"]).inc();
+        for rendition in &transcoded.renditions {
+            self.metrics
+                .renditions
+                .with_label_values(&[rendition.profile.name])
+                .inc();
+            self.metrics
+                .segment_bytes
+                .with_label_values(&["out"])
+                .inc_by(rendition.data.len() as u64);
+        }
+    }
+
+    fn failure_response(
+        &self,
+        error: &TranscodeError,
+        code: &str,
+        seq: u64,
+        multipart: bool,
+    ) -> Response {
+        let detail = if self.config.expose_errors {
+            error.to_string()
+        } else {
+            match error {
+                TranscodeError::Undecodable(_) => "the segment does not decode".to_string(),
+                TranscodeError::Internal(_) => "transcoding failed on this node".to_string(),
+            }
+        };
+        if multipart {
+            let status = match error {
+                TranscodeError::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                TranscodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return json_error(status, code, &detail);
+        }
+        let text = if self.config.expose_errors {
+            format!("{code}: {detail}")
+        } else {
+            code.to_string()
+        };
+        let result = TranscodeResult {
+            seq: seq as i64,
+            result: Some(transcode_result::Result::Error(text)),
+        };
+        protobuf(result)
+    }
+
+    /// go-livepeer's answer: URLs of the renditions, which wait in the store.
+    fn protobuf_response(
+        &self,
+        verified: &VerifiedSegment,
+        transcoded: Transcoded,
+        signature: Vec<u8>,
+    ) -> Response {
+        let seq = verified.segment.seq;
+        let mut segments = Vec::with_capacity(transcoded.renditions.len());
+        for (rendition, stream_id) in transcoded
+            .renditions
+            .into_iter()
+            .zip(&verified.rendition_stream_ids)
+        {
+            let name = format!("{stream_id}_{seq}.ts");
+            if !self.store.insert(name.clone(), rendition.data) {
+                tracing::warn!(%name, "rendition larger than the whole stream store; it cannot be fetched");
+            }
+            segments.push(TranscodedSegmentData {
+                url: format!("{}/stream/{name}", self.config.service_uri),
+            });
+        }
+        let data = TranscodeData {
+            segments,
+            sig: signature,
+        };
+        protobuf(TranscodeResult {
+            seq: seq as i64,
+            result: Some(transcode_result::Result::Data(data)),
+        })
+    }
+}
+
+fn protobuf(result: TranscodeResult) -> Response {
     (
-        StatusCode::NOT_IMPLEMENTED,
-        Json(serde_json::json!({
-            "error": "internal",
-            "detail": "this node does not transcode yet: POST /segment is not built"
-        })),
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        result.encode_to_vec(),
     )
         .into_response()
+}
+
+/// lpgpu's inline answer: one `video/MP2T` part per rendition, in job order.
+fn multipart_response(transcoded: &Transcoded) -> Response {
+    let boundary = hex::encode(rand::random::<[u8; 12]>());
+    let size: usize = transcoded
+        .renditions
+        .iter()
+        .map(|r| r.data.len() + 160)
+        .sum();
+    let mut body = BytesMut::with_capacity(size + 64);
+    for rendition in &transcoded.renditions {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: video/MP2T\r\nRendition-Name: {}\r\nContent-Length: {}\r\n\r\n",
+                rendition.profile.name,
+                rendition.data.len()
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&rendition.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let content_type = format!("multipart/mixed; boundary={boundary}");
+    ([(header::CONTENT_TYPE, content_type)], body.freeze()).into_response()
+}
+
+/// Reads the body up to `limit` bytes, hashing it on a blocking thread as the
+/// chunks arrive (one pass, off the executor).
+async fn read_and_hash(body: Body, limit: u64) -> Result<(Bytes, [u8; 32]), Rejection> {
+    let (chunks, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut hasher = Keccak256Hasher::new();
+        while let Some(chunk) = receiver.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hasher.finalize()
+    });
+    let mut body = body;
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Rejection::BodyRead(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() as u64 + data.len() as u64 > limit {
+            return Err(Rejection::BodyTooLarge { limit });
+        }
+        collected.extend_from_slice(&data);
+        if chunks.send(data).await.is_err() {
+            return Err(Rejection::BodyRead("the hashing thread stopped".into()));
+        }
+    }
+    drop(chunks);
+    let hash = hasher
+        .await
+        .map_err(|e| Rejection::BodyRead(format!("hashing failed: {e}")))?;
+    Ok((collected.freeze(), hash))
 }

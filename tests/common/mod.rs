@@ -9,10 +9,16 @@ use std::sync::Arc;
 
 use lpgpu::chain::{Chain, Ledger, NewJob};
 use lpgpu::eth::PrivateKey;
+use lpgpu::metrics::Metrics;
 use lpgpu::orchestrator::OrchestratorService;
+use lpgpu::pipeline::EncoderSettings;
+use lpgpu::pipeline::cpu::CpuBackend;
 use lpgpu::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
 use lpgpu::server::{NodeRoutes, serve, service_uri};
 use lpgpu::tls::SelfSignedCert;
+use lpgpu::transcoder::store::StoreLimits;
+use lpgpu::transcoder::{Transcoder, TranscoderConfig};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub struct World {
@@ -60,6 +66,7 @@ impl World {
 pub struct RunningNode {
     pub addr: SocketAddr,
     pub uri: String,
+    pub transcoder: Arc<Transcoder>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -67,13 +74,40 @@ pub struct RunningNode {
 impl RunningNode {
     /// Starts a node for `hostname` on 127.0.0.1, port 0.
     pub async fn start(world: &World, hostname: &str) -> Self {
+        Self::start_with(world, hostname, |_| {}).await
+    }
+
+    /// Starts a node whose transcoder settings `adjust` may change.
+    pub async fn start_with(
+        world: &World,
+        hostname: &str,
+        adjust: impl FnOnce(&mut TranscoderConfig),
+    ) -> Self {
         let cert = SelfSignedCert::generate(hostname).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let uri = service_uri(hostname, addr.port());
         let chain: Arc<dyn Chain> = Arc::new(world.ledger.clone());
-        let service = OrchestratorService::new(Arc::new(world.orchestrator.clone()), chain, &uri);
-        let routes = NodeRoutes::new(Some(service), true);
+        let key = Arc::new(world.orchestrator.clone());
+        let service = OrchestratorService::new(key.clone(), chain.clone(), &uri);
+        let mut config = TranscoderConfig {
+            orchestrator: key.address(),
+            service_uri: uri.clone(),
+            signer: Some(key),
+            max_segment_bytes: TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES,
+            max_sessions: 2,
+            request_timeout: Duration::from_secs(30),
+            transcode_timeout: Duration::from_secs(120),
+            expose_errors: false,
+            store: StoreLimits {
+                max_bytes: 64 << 20,
+                retention: Duration::from_secs(60),
+            },
+        };
+        adjust(&mut config);
+        let backend = Arc::new(CpuBackend::new(EncoderSettings::default()));
+        let transcoder = Arc::new(Transcoder::new(config, chain, backend, Metrics::new()));
+        let routes = NodeRoutes::new(Some(service), Some(transcoder.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             listener,
@@ -86,6 +120,7 @@ impl RunningNode {
         Self {
             addr,
             uri,
+            transcoder,
             stop: Some(stop),
             task: Some(task),
         }
@@ -100,12 +135,16 @@ impl RunningNode {
 
 /// Sends one request over a fresh TLS connection speaking `alpn` ("h2" or
 /// "http/1.1"), checking the certificate names `hostname`.
-pub async fn https_request(
+pub async fn https_request<B>(
     addr: SocketAddr,
     hostname: &str,
     alpn: &'static [u8],
-    request: http::Request<http_body_util::Full<bytes::Bytes>>,
-) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    request: http::Request<B>,
+) -> (http::StatusCode, http::HeaderMap, bytes::Bytes)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let config = lpgpu::tls::client_config(&[alpn]);
@@ -133,4 +172,125 @@ pub async fn https_request(
         parts.headers,
         body.collect().await.unwrap().to_bytes(),
     )
+}
+
+/// Test clips made once per test binary with the ffmpeg CLI (installed by
+/// .ci/setup): real H.264/AAC MPEG-TS and friends.
+pub fn clip(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("lpgpu-clips-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let make = |file: &str, args: &str| {
+            let status = std::process::Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-y"])
+                .args(args.split_whitespace())
+                .arg(dir.join(file))
+                .status()
+                .expect("ffmpeg CLI (run .ci/setup)");
+            assert!(status.success(), "making {file}");
+        };
+        let video = "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2";
+        make("h264_720p.ts", &format!("{video} -c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts"));
+        make("mpeg2_720p.ts", &format!("{video} -c:v mpeg2video -q:v 5 -c:a mp2 -f mpegts"));
+        make("audio_only.ts", "-f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 -c:a aac -f mpegts");
+        let good = std::fs::read(dir.join("h264_720p.ts")).unwrap();
+        std::fs::write(dir.join("truncated.ts"), &good[..188 * 12]).unwrap();
+        dir
+    });
+    dir.join(name)
+}
+
+/// ffprobe's view of the first video stream: (codec, width, height, duration s).
+pub fn probe(data: &[u8]) -> (String, u32, u32, f64) {
+    let path = std::env::temp_dir().join(format!(
+        "lpgpu-probe-{}-{}.ts",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&path, data).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames,r_frame_rate",
+            "-of",
+            "json",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe (run .ci/setup)");
+    std::fs::remove_file(&path).ok();
+    assert!(
+        out.status.success(),
+        "ffprobe refused the rendition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stream = &json["streams"][0];
+    let frames: f64 = stream["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    let rate: Vec<f64> = stream["r_frame_rate"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (
+        stream["codec_name"].as_str().unwrap().to_string(),
+        stream["width"].as_u64().unwrap() as u32,
+        stream["height"].as_u64().unwrap() as u32,
+        frames * rate[1] / rate[0],
+    )
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One part of a `multipart/mixed` body: lower-cased header names and values, and the data.
+pub type Part = (Vec<(String, String)>, Vec<u8>);
+
+/// Splits a `multipart/mixed` body into its parts.
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("a boundary")
+        .trim();
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    loop {
+        let start = find(rest, delimiter.as_bytes()).expect("a delimiter");
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            return parts;
+        }
+        rest = &rest[2..]; // CRLF after the delimiter
+        let header_end = find(rest, b"\r\n\r\n").expect("end of part headers");
+        let headers: Vec<(String, String)> = String::from_utf8(rest[..header_end].to_vec())
+            .unwrap()
+            .split("\r\n")
+            .map(|line| {
+                let (name, value) = line.split_once(':').expect("name: value");
+                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+            })
+            .collect();
+        rest = &rest[header_end + 4..];
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        parts.push((headers, rest[..length].to_vec()));
+        rest = &rest[length..];
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
