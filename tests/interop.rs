@@ -2,6 +2,8 @@
 //! checked by an independent client: Python grpcio + eth-account
 //! (`tests/interop/`, installed into `.venv` by `.ci/setup`).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -241,6 +243,26 @@ fn an_independent_client_gets_credentials_and_is_refused_for_bad_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("interop: all checks passed"));
+
+    // The same independent client posts a real segment over HTTP/2.
+    let mut spec = spec;
+    spec["segment"] = serde_json::json!(common::clip("h264_720p.ts"));
+    spec["stream_id"] = serde_json::json!(stream_id);
+    spec["source_frames"] = serde_json::json!(60);
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let out = Command::new(&python)
+        .arg(script("post_segment.py"))
+        .arg(&spec_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "segment client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("segments: all checks passed"));
     node.stop();
 }
 
