@@ -58,17 +58,17 @@ struct Node(Child);
 impl Node {
     /// Starts `lpgpu node` on port 0 and reads the port from its stdout line.
     fn start(dir: &Path, hostname: &str) -> (Self, u16, String) {
+        Self::spawn(
+            dir,
+            &["node", "--hostname", hostname, "--keystore", "orchestrator"],
+        )
+    }
+
+    /// Starts `lpgpu ARGS… --listen 127.0.0.1:0 --chain ledger:ledger.json`.
+    fn spawn(dir: &Path, args: &[&str]) -> (Self, u16, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
-            .args([
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--hostname",
-                hostname,
-                "--keystore",
-                "orchestrator",
-            ])
-            .args(["--chain", "ledger:ledger.json"])
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--chain", "ledger:ledger.json"])
             .current_dir(dir)
             .env("LPGPU_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())
@@ -264,6 +264,99 @@ fn an_independent_client_gets_credentials_and_is_refused_for_bad_requests() {
     );
     assert!(stdout.contains("segments: all checks passed"));
     node.stop();
+}
+
+#[test]
+fn orchestrator_and_transcoder_run_as_separate_processes() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let orchestrator = ok(
+        dir,
+        &["keys", "new", "--keystore", "orchestrator", "--light-kdf"],
+    );
+    let broadcaster = ok(
+        dir,
+        &["keys", "new", "--keystore", "broadcaster", "--light-kdf"],
+    );
+    ok(dir, &["chain", "init", "--chain", "ledger:ledger.json"]);
+    let job = ok(
+        dir,
+        &[
+            "job",
+            "new",
+            "--chain",
+            "ledger:ledger.json",
+            "--keystore",
+            "broadcaster",
+            "--transcoder",
+            &orchestrator,
+            "--profiles",
+            "P360p30fps16x9",
+        ],
+    );
+    let stream_id = serde_json::from_str::<serde_json::Value>(&ok(
+        dir,
+        &["job", "show", "--chain", "ledger:ledger.json", &job],
+    ))
+    .unwrap()["streamId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The transcoder holds no key of the orchestrator's: it checks credentials
+    // against the orchestrator's address and signs nothing.
+    let (transcoder, _, transcoder_uri) = Node::spawn(
+        dir,
+        &[
+            "transcoder",
+            "--hostname",
+            "localhost",
+            "--orchestrator-address",
+            &orchestrator,
+        ],
+    );
+    let (orchestrator_process, port, _) = Node::spawn(
+        dir,
+        &[
+            "orchestrator",
+            "--hostname",
+            "localhost",
+            "--keystore",
+            "orchestrator",
+            "--transcoder-uri",
+            &transcoder_uri,
+        ],
+    );
+    let keyfile = std::fs::read_dir(dir.join("broadcaster"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let spec = serde_json::json!({
+        "proto_dir": Path::new(env!("CARGO_MANIFEST_DIR")).join("proto"),
+        "host": "127.0.0.1", "port": port, "hostname": "localhost",
+        "broadcaster_keyfile": keyfile, "password": PASSWORD, "broadcaster": broadcaster,
+        "orchestrator": orchestrator, "job_id": job.parse::<u64>().unwrap(), "profiles": ["P360p30fps16x9"],
+        "segment": common::clip("h264_720p.ts"), "stream_id": stream_id, "source_frames": 60,
+        "unsigned_results": true,
+    });
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let out = Command::new(&python)
+        .arg(script("post_segment.py"))
+        .arg(&spec_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "segment client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("segments: all checks passed"));
+    orchestrator_process.stop();
+    transcoder.stop();
 }
 
 #[test]

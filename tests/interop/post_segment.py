@@ -69,7 +69,10 @@ def main():
         net_pb2.TranscoderRequest(jobId=job_id, sig=sign_protocol(key, str(job_id).encode())), timeout=10)
 
     body = open(spec["segment"], "rb").read()
-    context = ssl.create_default_context(cadata=pem)
+    # Self-signed: trust the certificate the transcoder presents (it may be
+    # another process than the orchestrator); the hostname is still checked.
+    transcoder = httpx.URL(info.transcoder)
+    context = ssl.create_default_context(cadata=ssl.get_server_certificate((transcoder.host, transcoder.port)))
     with httpx.Client(http2=True, verify=context, timeout=120) as client:
         for seq, form in [(1, "multipart"), (2, "protobuf")]:
             data_hash = keccak(body)
@@ -102,10 +105,14 @@ def main():
                     assert fetched.status_code == 200, (segment.url, fetched.status_code)
                     hashes += keccak(fetched.content)
                     check(name, fetched.content, spec["source_frames"])
-                signer = Account.recover_message(encode_defunct(primitive=keccak(hashes)),
-                                                 signature=result.data.sig)
-                assert signer == spec["orchestrator"], signer
-                print("ok TranscodeData.sig is the node's")
+                if spec.get("unsigned_results"):
+                    assert result.data.sig == b"", "a transcoder without a key signs nothing"
+                    print("ok TranscodeData.sig is empty (the transcoder has no key)")
+                else:
+                    signer = Account.recover_message(encode_defunct(primitive=keccak(hashes)),
+                                                     signature=result.data.sig)
+                    assert signer == spec["orchestrator"], signer
+                    print("ok TranscodeData.sig is the node's")
             print(f"ok segment {seq} in the {form} form")
 
         # A tampered body is refused with the stable code.
