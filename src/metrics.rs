@@ -2,10 +2,17 @@
 //! contract (`design.md`, "Metrics"). Each part updates its own; nothing here
 //! does I/O except rendering the text format.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The window of `lpgpu_realtime_ratio`.
+const REALTIME_WINDOW: Duration = Duration::from_secs(60);
 
 /// Buckets for 2 s segments: from a fast GPU ladder to a struggling CPU.
 const SEGMENT_BUCKETS: [f64; 14] = [
@@ -21,8 +28,17 @@ pub struct Metrics {
     pub segment_bytes: IntCounterVec,
     pub renditions: IntCounterVec,
     pub inflight_segments: IntGauge,
+    /// Transcode slots (`--max-sessions`): the ceiling of in-flight transcodes.
+    pub transcode_slots: IntGauge,
     pub rejections: IntCounterVec,
     pub get_transcoder: IntCounterVec,
+    pub backend_info: IntGaugeVec,
+    /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
+    pub gpu_utilization: GaugeVec,
+    realtime_ratio: Gauge,
+    /// (when, seconds of source video) of segments transcoded in the window.
+    transcoded: Arc<Mutex<VecDeque<(Instant, f64)>>>,
+    names: Vec<&'static str>,
 }
 
 impl Default for Metrics {
@@ -31,80 +47,179 @@ impl Default for Metrics {
     }
 }
 
+/// Registers collectors and remembers their names.
+struct Registrar {
+    registry: Registry,
+    names: Vec<&'static str>,
+}
+
+impl Registrar {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        collector: C,
+    ) -> C {
+        self.registry
+            .register(Box::new(collector.clone()))
+            .expect("metric names are unique");
+        self.names.push(name);
+        collector
+    }
+
+    fn counter(&mut self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(
+            name,
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+        )
+    }
+
+    fn histogram_opts(name: &'static str, help: &str) -> HistogramOpts {
+        HistogramOpts::new(name, help).buckets(SEGMENT_BUCKETS.to_vec())
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+        let mut r = Registrar {
+            registry: Registry::new(),
+            names: Vec::new(),
         };
-        let segments = counter(
+        let segments = r.counter(
             "lpgpu_segments_total",
             "Segments by result (ok, rejected, failed).",
             &["result"],
         );
-        let segment_bytes = counter(
+        let segment_bytes = r.counter(
             "lpgpu_segment_bytes_total",
             "Segment bytes in and rendition bytes out.",
             &["direction"],
         );
-        let renditions = counter(
+        let renditions = r.counter(
             "lpgpu_renditions_total",
             "Renditions produced, by profile.",
             &["profile"],
         );
-        let rejections = counter(
+        let rejections = r.counter(
             "lpgpu_rejections_total",
-            "Rejected /segment requests, by error code.",
+            "Failed /segment requests, by error code.",
             &["code"],
         );
-        let get_transcoder = counter(
+        let get_transcoder = r.counter(
             "lpgpu_get_transcoder_total",
             "GetTranscoder calls, by result.",
             &["result"],
         );
-        let segment_seconds = Histogram::with_opts(
-            HistogramOpts::new("lpgpu_segment_seconds", "Whole /segment request time.")
-                .buckets(SEGMENT_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(segment_seconds.clone()))
-            .expect("unique metric");
-        let transcode_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "lpgpu_transcode_seconds",
-                "Transcode time of one segment, by backend.",
+        let segment_seconds = r.add(
+            "lpgpu_segment_seconds",
+            Histogram::with_opts(Registrar::histogram_opts(
+                "lpgpu_segment_seconds",
+                "Whole /segment request time.",
+            ))
+            .expect("valid metric"),
+        );
+        let transcode_seconds = r.add(
+            "lpgpu_transcode_seconds",
+            HistogramVec::new(
+                Registrar::histogram_opts(
+                    "lpgpu_transcode_seconds",
+                    "Transcode time of one segment, by backend.",
+                ),
+                &["backend"],
             )
-            .buckets(SEGMENT_BUCKETS.to_vec()),
-            &["backend"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(transcode_seconds.clone()))
-            .expect("unique metric");
-        let inflight_segments = IntGauge::new(
+            .expect("valid metric"),
+        );
+        let inflight_segments = r.add(
             "lpgpu_inflight_segments",
-            "Segments being received or transcoded.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(inflight_segments.clone()))
-            .expect("unique metric");
+            IntGauge::new(
+                "lpgpu_inflight_segments",
+                "Segments being received or transcoded.",
+            )
+            .expect("valid metric"),
+        );
+        let transcode_slots = r.add(
+            "lpgpu_transcode_slots",
+            IntGauge::new(
+                "lpgpu_transcode_slots",
+                "Segments that may be transcoded at once (--max-sessions).",
+            )
+            .expect("valid metric"),
+        );
+        let backend_info = r.add(
+            "lpgpu_backend_info",
+            IntGaugeVec::new(
+                Opts::new(
+                    "lpgpu_backend_info",
+                    "The transcoding backend in use (always 1).",
+                ),
+                &["backend", "device"],
+            )
+            .expect("valid metric"),
+        );
+        let gpu_utilization = r.add(
+            "lpgpu_gpu_utilization_ratio",
+            GaugeVec::new(
+                Opts::new(
+                    "lpgpu_gpu_utilization_ratio",
+                    "GPU engine utilization, 0 to 1 (NVML).",
+                ),
+                &["gpu", "engine"],
+            )
+            .expect("valid metric"),
+        );
+        let realtime_ratio = r.add(
+            "lpgpu_realtime_ratio",
+            Gauge::new(
+                "lpgpu_realtime_ratio",
+                "Seconds of source video transcoded per second of wall time over the last minute.",
+            )
+            .expect("valid metric"),
+        );
         Self {
-            registry,
+            registry: r.registry,
             segments,
             segment_seconds,
             transcode_seconds,
             segment_bytes,
             renditions,
             inflight_segments,
+            transcode_slots,
             rejections,
             get_transcoder,
+            backend_info,
+            gpu_utilization,
+            realtime_ratio,
+            transcoded: Arc::default(),
+            names: r.names,
         }
+    }
+
+    /// The names of every metric family this registry can expose.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Records a transcoded segment of `source_seconds` for the real-time ratio.
+    pub fn record_transcoded(&self, source_seconds: f64) {
+        let mut window = self.transcoded.lock().unwrap_or_else(|p| p.into_inner());
+        window.push_back((Instant::now(), source_seconds));
+        Self::trim(&mut window);
+    }
+
+    fn trim(window: &mut VecDeque<(Instant, f64)>) {
+        while window
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > REALTIME_WINDOW)
+        {
+            window.pop_front();
+        }
+    }
+
+    fn update_realtime_ratio(&self) {
+        let mut window = self.transcoded.lock().unwrap_or_else(|p| p.into_inner());
+        Self::trim(&mut window);
+        let seconds: f64 = window.iter().map(|(_, s)| s).sum();
+        self.realtime_ratio
+            .set(seconds / REALTIME_WINDOW.as_secs_f64());
     }
 
     pub fn registry(&self) -> &Registry {
@@ -113,6 +228,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.update_realtime_ratio();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -145,6 +261,8 @@ mod tests {
             "lpgpu_segment_seconds_bucket",
             "lpgpu_transcode_seconds_bucket{backend=\"cpu\"",
             "lpgpu_inflight_segments 0",
+            "lpgpu_realtime_ratio 0.5",
+            "lpgpu_backend_info{backend=\"cpu\",device=\"AMD EPYC\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

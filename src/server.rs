@@ -162,3 +162,35 @@ pub async fn shutdown_signal() {
         _ = terminate => tracing::info!("SIGTERM received"),
     }
 }
+
+/// Serves `/metrics` (Prometheus text format), `/healthz` and `/readyz` over
+/// plain HTTP on its own listener, until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: crate::metrics::Metrics,
+    transcoder: Option<Arc<Transcoder>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let render = move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                metrics.render(),
+            )
+        }
+    };
+    let router = Router::new().route("/metrics", axum::routing::get(render));
+    let router = match transcoder {
+        Some(transcoder) => router.merge(
+            Router::new()
+                .route("/healthz", axum::routing::get(crate::transcoder::healthz))
+                .route("/readyz", axum::routing::get(crate::transcoder::readyz))
+                .with_state(transcoder),
+        ),
+        None => router.route("/healthz", axum::routing::get(crate::transcoder::healthz)),
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

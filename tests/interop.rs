@@ -68,7 +68,14 @@ impl Node {
     fn spawn(dir: &Path, args: &[&str]) -> (Self, u16, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--chain", "ledger:ledger.json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--chain",
+                "ledger:ledger.json",
+            ])
             .current_dir(dir)
             .env("LPGPU_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())

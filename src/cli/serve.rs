@@ -16,7 +16,7 @@ use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::orchestrator::OrchestratorService;
 use crate::pipeline::select_backend;
-use crate::server::{NodeRoutes, serve, service_uri, shutdown_signal};
+use crate::server::{NodeRoutes, serve, serve_metrics, service_uri, shutdown_signal};
 use crate::tls::SelfSignedCert;
 use crate::transcoder::store::StoreLimits;
 use crate::transcoder::{Transcoder, TranscoderConfig};
@@ -30,6 +30,9 @@ pub(crate) struct ListenArgs {
     /// service URI.
     #[arg(long, value_name = "NAME")]
     hostname: String,
+    /// Plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9935")]
+    metrics_listen: SocketAddr,
     #[command(flatten)]
     chain: ChainArgs,
 }
@@ -238,6 +241,9 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen.listen)
             .await
             .with_context(|| format!("binding --listen {}", listen.listen))?;
+        let metrics_listener = tokio::net::TcpListener::bind(listen.metrics_listen)
+            .await
+            .with_context(|| format!("binding --metrics-listen {}", listen.metrics_listen))?;
         let local = listener.local_addr()?;
         let own_uri = service_uri(&listen.hostname, local.port());
         let metrics = Metrics::new();
@@ -250,11 +256,12 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
                 tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out, backend = backend.name(),
                     max_sessions = config.max_sessions, "node identity");
                 let transcoder = Transcoder::new(config, chain_reader.clone(), backend, metrics.clone());
-                (Some(OrchestratorService::new(key, chain_reader, &handed_out)), Some(Arc::new(transcoder)))
+                let orchestrator = OrchestratorService::new(key, chain_reader, &handed_out, metrics.clone());
+                (Some(orchestrator), Some(Arc::new(transcoder)))
             }
             Role::Orchestrator { key, transcoder_uri } => {
                 tracing::info!(orchestrator = %key.address(), %transcoder_uri, "orchestrator identity");
-                (Some(OrchestratorService::new(key, chain_reader, &transcoder_uri)), None)
+                (Some(OrchestratorService::new(key, chain_reader, &transcoder_uri, metrics.clone())), None)
             }
             Role::Transcoder { orchestrator, signer, segments } => {
                 let config = transcoder_config(&segments, orchestrator, signer, own_uri.clone())?;
@@ -264,12 +271,34 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
                 (None, Some(Arc::new(Transcoder::new(config, chain_reader, backend, metrics.clone()))))
             }
         };
+
+        // One signal stops both listeners; /readyz says no from its first moment.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let draining = transcoder.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            if let Some(transcoder) = draining {
+                transcoder.start_draining();
+            }
+            let _ = stop.send(true);
+        });
+        let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let metrics_local = metrics_listener.local_addr()?;
+        let metrics_server = tokio::spawn(serve_metrics(
+            metrics_listener,
+            metrics,
+            transcoder.clone(),
+            wait(stopped.clone()),
+        ));
         let routes = NodeRoutes::new(orchestrator, transcoder);
-        tracing::info!(role = role_name, listen = %local, service_uri = %own_uri, chain = %listen.chain.chain, block,
-            "serving");
+        tracing::info!(role = role_name, listen = %local, metrics = %metrics_local, service_uri = %own_uri,
+            chain = %listen.chain.chain, block, "serving");
         // One machine-readable line on stdout for scripts and tests.
         println!("lpgpu {role_name} listening on {local} as {own_uri}");
-        serve(listener, tls, routes, shutdown_signal()).await.context("serving")?;
+        serve(listener, tls, routes, wait(stopped)).await.context("serving")?;
+        metrics_server.await.context("the metrics server task")?.context("serving metrics")?;
         tracing::info!("stopped");
         Ok(())
     })

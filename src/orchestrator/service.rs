@@ -1,5 +1,6 @@
 //! The tonic edge of the orchestrator: fetches the job and block from the chain,
-//! runs [`verify_transcoder_request`], and maps the outcome to a gRPC status.
+//! runs [`verify_transcoder_request`], and maps the outcome to a gRPC status
+//! (and `lpgpu_get_transcoder_total{result}`).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{GetTranscoderRejection, transcoder_info, verify_transcoder_request};
 use crate::chain::{Chain, ChainError};
 use crate::eth::PrivateKey;
+use crate::metrics::Metrics;
 use crate::proto::orchestrator_server::{Orchestrator, OrchestratorServer};
 use crate::proto::{TranscoderInfo, TranscoderRequest};
 
@@ -17,14 +19,21 @@ pub struct OrchestratorService {
     key: Arc<PrivateKey>,
     chain: Arc<dyn Chain>,
     transcoder_uri: Arc<str>,
+    metrics: Metrics,
 }
 
 impl OrchestratorService {
-    pub fn new(key: Arc<PrivateKey>, chain: Arc<dyn Chain>, transcoder_uri: &str) -> Self {
+    pub fn new(
+        key: Arc<PrivateKey>,
+        chain: Arc<dyn Chain>,
+        transcoder_uri: &str,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             key,
             chain,
             transcoder_uri: transcoder_uri.into(),
+            metrics,
         }
     }
 
@@ -32,18 +41,39 @@ impl OrchestratorService {
     pub fn into_router(self) -> axum::Router {
         tonic::service::Routes::new(OrchestratorServer::new(self)).into_axum_router()
     }
-}
 
-fn chain_status(error: ChainError) -> Status {
-    if error.is_retryable() {
-        Status::unavailable(format!("chain unavailable: {error}"))
-    } else {
-        Status::internal(format!("chain error: {error}"))
+    fn count(&self, result: &str) {
+        self.metrics
+            .get_transcoder
+            .with_label_values(&[result])
+            .inc();
     }
-}
 
-fn rejection_status(rejection: &GetTranscoderRejection) -> Status {
-    Status::new(rejection.grpc_code(), rejection.to_string())
+    fn chain_status(&self, job_id: u64, what: &str, error: ChainError) -> Status {
+        tracing::error!(job_id, "GetTranscoder: reading {what} failed: {error}");
+        self.count("chain_error");
+        if error.is_retryable() {
+            Status::unavailable(format!("chain unavailable: {error}"))
+        } else {
+            Status::internal(format!("chain error: {error}"))
+        }
+    }
+
+    fn refuse(
+        &self,
+        job_id: i64,
+        peer: Option<std::net::SocketAddr>,
+        rejection: GetTranscoderRejection,
+    ) -> Status {
+        tracing::warn!(
+            job_id,
+            ?peer,
+            reason = rejection.label(),
+            "GetTranscoder refused: {rejection}"
+        );
+        self.count(rejection.label());
+        Status::new(rejection.grpc_code(), rejection.to_string())
+    }
 }
 
 #[tonic::async_trait]
@@ -53,33 +83,28 @@ impl Orchestrator for OrchestratorService {
         request: Request<TranscoderRequest>,
     ) -> Result<Response<TranscoderInfo>, Status> {
         let peer = request.remote_addr();
-        let TranscoderRequest { job_id, sig } = request.into_inner();
-        let refuse = |rejection: GetTranscoderRejection| {
-            tracing::warn!(
-                job_id,
-                ?peer,
-                reason = rejection.label(),
-                "GetTranscoder refused: {rejection}"
-            );
-            rejection_status(&rejection)
-        };
-        let job_id = u64::try_from(job_id)
-            .map_err(|_| refuse(GetTranscoderRejection::NegativeJobId(job_id)))?;
-        let job = self.chain.job(job_id).await.map_err(|e| {
-            tracing::error!(job_id, "GetTranscoder: reading the job failed: {e}");
-            chain_status(e)
-        })?;
-        let block = self.chain.current_block().await.map_err(|e| {
-            tracing::error!(
-                job_id,
-                "GetTranscoder: reading the block number failed: {e}"
-            );
-            chain_status(e)
-        })?;
+        let TranscoderRequest {
+            job_id: raw_id,
+            sig,
+        } = request.into_inner();
+        let refuse = |rejection| self.refuse(raw_id, peer, rejection);
+        let job_id = u64::try_from(raw_id)
+            .map_err(|_| refuse(GetTranscoderRejection::NegativeJobId(raw_id)))?;
+        let job = self
+            .chain
+            .job(job_id)
+            .await
+            .map_err(|e| self.chain_status(job_id, "the job", e))?;
+        let block = self
+            .chain
+            .current_block()
+            .await
+            .map_err(|e| self.chain_status(job_id, "the block number", e))?;
         let verified = verify_transcoder_request(job_id, &sig, job, block, self.key.address())
             .map_err(refuse)?;
         let info = transcoder_info(&verified, &self.key, &self.transcoder_uri).map_err(refuse)?;
         tracing::info!(job_id, ?peer, broadcaster = %verified.job.broadcaster, "GetTranscoder: credentials issued");
+        self.count("ok");
         Ok(Response::new(info))
     }
 }

@@ -68,6 +68,7 @@ pub struct Transcoder {
     slots: Arc<Semaphore>,
     store: SegmentStore,
     metrics: Metrics,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Transcoder {
@@ -78,6 +79,13 @@ impl Transcoder {
         metrics: Metrics,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_sessions.max(1)));
+        metrics
+            .transcode_slots
+            .set(config.max_sessions.max(1) as i64);
+        metrics
+            .backend_info
+            .with_label_values(&[backend.name(), &backend.device()])
+            .set(1);
         let store = SegmentStore::new(config.store);
         Self {
             config,
@@ -86,16 +94,29 @@ impl Transcoder {
             slots,
             store,
             metrics,
+            draining: Default::default(),
         }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// Ready for segments: not shutting down, and a transcode slot is free.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+            && self.slots.available_permits() > 0
+    }
+
+    /// From now on `/readyz` says no: the node is shutting down.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
-/// The HTTP routes of a node: `/healthz`, and `/segment` and `/stream/…` when
-/// it transcodes.
+/// The HTTP routes of a node: `/healthz`, and `/segment`, `/stream/…` and
+/// `/readyz` when it transcodes.
 pub fn http_router(transcoder: Option<Arc<Transcoder>>) -> Router {
     let router = Router::new().route("/healthz", get(healthz));
     match transcoder {
@@ -103,14 +124,29 @@ pub fn http_router(transcoder: Option<Arc<Transcoder>>) -> Router {
             Router::new()
                 .route("/segment", post(post_segment))
                 .route("/stream/{name}", get(get_stream))
+                .route("/readyz", get(readyz))
                 .with_state(transcoder),
         ),
-        None => router,
+        None => router.route("/readyz", get(healthz)),
     }
 }
 
-async fn healthz() -> &'static str {
+/// Alive: the process answers.
+pub async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Ready to take segments: not draining and a slot is free.
+pub async fn readyz(State(transcoder): State<Arc<Transcoder>>) -> Response {
+    if transcoder.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining or every slot busy\n",
+        )
+            .into_response()
+    }
 }
 
 fn json_error(status: StatusCode, code: &str, detail: &str) -> Response {
@@ -326,6 +362,7 @@ impl Transcoder {
 
     fn count_success(&self, transcoded: &Transcoded) {
         self.metrics.segments.with_label_values(&["ok"]).inc();
+        self.metrics.record_transcoded(transcoded.source_seconds);
         for rendition in &transcoded.renditions {
             self.metrics
                 .renditions

@@ -89,7 +89,8 @@ impl RunningNode {
         let uri = service_uri(hostname, addr.port());
         let chain: Arc<dyn Chain> = Arc::new(world.ledger.clone());
         let key = Arc::new(world.orchestrator.clone());
-        let service = OrchestratorService::new(key.clone(), chain.clone(), &uri);
+        let metrics = Metrics::new();
+        let service = OrchestratorService::new(key.clone(), chain.clone(), &uri, metrics.clone());
         let mut config = TranscoderConfig {
             orchestrator: key.address(),
             service_uri: uri.clone(),
@@ -106,7 +107,7 @@ impl RunningNode {
         };
         adjust(&mut config);
         let backend = Arc::new(CpuBackend::new(EncoderSettings::default()));
-        let transcoder = Arc::new(Transcoder::new(config, chain, backend, Metrics::new()));
+        let transcoder = Arc::new(Transcoder::new(config, chain, backend, metrics));
         let routes = NodeRoutes::new(Some(service), Some(transcoder.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
