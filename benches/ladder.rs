@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use lpgpu::bench::ffmpeg_ladder_args;
 use lpgpu::eth::{Keccak256Hasher, PrivateKey, keccak256};
 use lpgpu::pipeline::cpu::{CpuBackend, cpu_model};
 use lpgpu::pipeline::{Backend, EncoderSettings};
@@ -38,34 +39,12 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn ffmpeg_ladder(source: &Path, out: &Path, profiles: &[Profile]) {
-    let split: String = (0..profiles.len()).map(|i| format!("[s{i}]")).collect();
-    let mut graph = format!("[0:v]split={}{split}", profiles.len());
-    for (i, p) in profiles.iter().enumerate() {
-        graph.push_str(&format!(
-            ";[s{i}]scale={}:{}:flags=bicubic[o{i}]",
-            p.width, p.height
-        ));
-    }
-    let mut args: Vec<String> = vec![
-        "-i".into(),
-        source.display().to_string(),
-        "-filter_complex".into(),
-        graph,
-    ];
-    for (i, p) in profiles.iter().enumerate() {
-        let k = p.bitrate_bps / 1000;
-        args.extend(
-            format!(
-                "-map [o{i}] -map 0:a -c:v libx264 -preset veryfast -b:v {k}k -maxrate {k}k -bufsize {}k -g 60 \
-                 -forced-idr 1 -pix_fmt yuv420p -c:a copy -copyts -f mpegts",
-                2 * k
-            )
-            .split_whitespace()
-            .map(String::from),
-        );
-        args.push(out.join(format!("{}.ts", p.name)).display().to_string());
-    }
-    ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = ffmpeg_ladder_args(source, out, profiles, &EncoderSettings::default(), None);
+    let status = Command::new("ffmpeg")
+        .args(&args)
+        .status()
+        .expect("ffmpeg CLI");
+    assert!(status.success(), "ffmpeg {args:?}");
 }
 
 fn main() {

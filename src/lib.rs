@@ -24,6 +24,7 @@
 //!   shows only its address.
 //! - Pipeline, broadcaster, metrics and bench modules arrive with their issues.
 
+pub mod bench;
 pub mod chain;
 pub mod cli;
 pub mod eth;

@@ -6,6 +6,7 @@
 //! there is an error). A flag on the command line wins over the environment,
 //! which wins over the file. This is the tool edge: errors become `anyhow`.
 
+mod bench;
 mod config;
 mod keys;
 mod ledger_cmds;
@@ -64,6 +65,8 @@ enum Command {
     Orchestrator(serve::OrchestratorArgs),
     /// Run a transcoder alone, accepting credentials of --orchestrator-address.
     Transcoder(serve::TranscoderArgs),
+    /// Benchmark transcoding throughput (real-time ratio, latency).
+    Bench(bench::BenchArgs),
     /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
     Transcode(transcode::TranscodeArgs),
 }
@@ -169,6 +172,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Orchestrator(args) => serve::run_orchestrator(args),
         Command::Transcoder(args) => serve::run_transcoder(args),
         Command::Transcode(args) => transcode::run(args),
+        Command::Bench(args) => bench::run_bench(args),
     }
 }
 

@@ -25,7 +25,7 @@ const FRAME_QUEUE: usize = 8;
 /// Pictures larger than this (8K UHD) are refused rather than decoded.
 const MAX_PIXELS: u64 = 7680 * 4320;
 
-fn init_ffmpeg() {
+pub(crate) fn init_ffmpeg() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         // Registration cannot fail in FFmpeg ≥ 4; keep going if it says otherwise.
@@ -91,7 +91,7 @@ pub fn cpu_model() -> Option<String> {
 
 /// A `Write` into shared memory, so a muxer can write where we can read it back.
 #[derive(Debug, Clone, Default)]
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for SharedBuffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -108,7 +108,7 @@ impl Write for SharedBuffer {
 }
 
 impl SharedBuffer {
-    fn take(&self) -> Vec<u8> {
+    pub(crate) fn take(&self) -> Vec<u8> {
         std::mem::take(
             &mut *self
                 .0
@@ -137,6 +137,7 @@ struct EncodedRung {
     width: u32,
     height: u32,
     frames: u64,
+    encode_seconds: f64,
 }
 
 /// The audio track copied into every rendition.
@@ -339,10 +340,12 @@ fn encode_rung(
         .max(1.0) as i64;
     let mut next_pts: Option<i64> = None;
 
+    let mut busy = std::time::Duration::ZERO;
     for source in frames {
         if !decimator.keep(source.pts()) {
             continue;
         }
+        let started = std::time::Instant::now();
         let shape = (source.format(), source.width(), source.height());
         if state.is_none() {
             let (w, h) = fit_in_box(
@@ -377,6 +380,7 @@ fn encode_rung(
         count += 1;
         encoder.send_frame(&scaled).map_err(internal("encoding"))?;
         drain_encoder(encoder, &mut packets)?;
+        busy += started.elapsed();
     }
 
     let Some((mut encoder, _, _)) = state else {
@@ -398,6 +402,7 @@ fn encode_rung(
         width,
         height,
         frames: count,
+        encode_seconds: busy.as_secs_f64(),
     })
 }
 
@@ -534,6 +539,7 @@ fn mux_rendition(
         width: rung.width,
         height: rung.height,
         frames: rung.frames,
+        encode_seconds: rung.encode_seconds,
         data: Bytes::from(buffer.take()),
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod ladder;
+pub mod segmenter;
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Rendition {
     pub width: u32,
     pub height: u32,
     pub frames: u64,
+    /// Seconds this rung spent scaling and encoding (its own thread's work).
+    pub encode_seconds: f64,
     pub data: Bytes,
 }
 

@@ -1,0 +1,486 @@
+//! The throughput benchmark behind `lpgpu bench`: N concurrent sessions each
+//! transcode a run of segments (optionally paced in real time), timed per
+//! segment; optionally the same workload through the ffmpeg CLI as a baseline
+//! measured in the same run.
+//!
+//! The real-time ratio follows livepeer_bench: wall time ÷ the source duration
+//! one session covered (sessions run side by side); at or below 1 every
+//! session keeps up with live video. Livepeer sizes rigs at ≤ 0.8.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::pipeline::segmenter::{Segment, SegmentError, segment_file};
+use crate::pipeline::{Backend, EncoderSettings, TranscodeError};
+use crate::protocol::Profile;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub input: PathBuf,
+    pub profiles: Vec<Profile>,
+    /// Segments each session transcodes (cycling through the input's).
+    pub segments: usize,
+    pub concurrency: usize,
+    /// Pace each session's segments at the source's own rate.
+    pub live: bool,
+    /// Target segment length when the input is longer than one segment.
+    pub segment_seconds: f64,
+    pub settings: EncoderSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Input(#[from] SegmentError),
+    #[error("segment {segment} of session {session}: {error}")]
+    Transcode {
+        session: usize,
+        segment: usize,
+        error: TranscodeError,
+    },
+    #[error("the ffmpeg baseline failed: {0}")]
+    Baseline(String),
+}
+
+/// One transcoded segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentTiming {
+    pub timestamp: f64,
+    pub session: usize,
+    pub segment: usize,
+    pub seg_dur: f64,
+    pub transcode_time: f64,
+    pub frames: u64,
+    /// (profile, seconds of its own scale + encode work).
+    #[serde(skip)]
+    pub profiles: Vec<(&'static str, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileTiming {
+    pub profile: &'static str,
+    pub mean_encode_ms: f64,
+    pub p95_encode_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub gpus: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub tool: &'static str,
+    pub transcode_seconds: f64,
+    pub realtime_ratio: f64,
+    /// Baseline wall time ÷ lpgpu's: above 1, lpgpu is faster.
+    pub speedup: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub device: String,
+    pub profiles: Vec<&'static str>,
+    pub concurrency: usize,
+    pub live: bool,
+    pub segments: usize,
+    pub source_seconds: f64,
+    /// Wall time of the whole run.
+    pub transcode_seconds: f64,
+    pub realtime_ratio: f64,
+    pub segments_per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub per_profile: Vec<ProfileTiming>,
+    pub machine: Machine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    #[serde(skip)]
+    pub timings: Vec<SegmentTiming>,
+}
+
+pub fn machine() -> Machine {
+    Machine {
+        cpu: crate::pipeline::cpu::cpu_model().unwrap_or_else(|| "unknown".into()),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        gpus: Vec::new(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Loads and segments the input.
+pub fn load_segments(input: &Path, segment_seconds: f64) -> Result<Vec<Segment>, BenchError> {
+    Ok(segment_file(input, segment_seconds)?)
+}
+
+/// Runs the workload on `backend`; `on_segment` sees each timing as it lands.
+pub fn run(
+    backend: Arc<dyn Backend>,
+    config: &BenchConfig,
+    segments: &[Segment],
+    on_segment: &(dyn Fn(&SegmentTiming) + Sync),
+) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let results: Vec<Result<Vec<SegmentTiming>, BenchError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..config.concurrency)
+            .map(|session| {
+                let backend = backend.clone();
+                scope.spawn(move || {
+                    let mut timings = Vec::with_capacity(config.segments);
+                    let mut due = Duration::ZERO;
+                    for index in 0..config.segments {
+                        let segment = &segments[index % segments.len()];
+                        if config.live {
+                            // A live source delivers segment k after k segments' worth of time.
+                            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                            due += Duration::from_secs_f64(segment.seconds);
+                        }
+                        let begun = Instant::now();
+                        let transcoded = backend
+                            .transcode(segment.data.clone(), &config.profiles)
+                            .map_err(|error| BenchError::Transcode {
+                                session,
+                                segment: index,
+                                error,
+                            })?;
+                        let timing = SegmentTiming {
+                            timestamp: unix_now(),
+                            session,
+                            segment: index,
+                            seg_dur: segment.seconds,
+                            transcode_time: begun.elapsed().as_secs_f64(),
+                            frames: transcoded.source_frames,
+                            profiles: transcoded
+                                .renditions
+                                .iter()
+                                .map(|r| (r.profile.name, r.encode_seconds))
+                                .collect(),
+                        };
+                        on_segment(&timing);
+                        timings.push(timing);
+                    }
+                    Ok(timings)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("bench sessions do not panic"))
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let mut timings = Vec::new();
+    for result in results {
+        timings.extend(result?);
+    }
+    Ok(summarise(backend.as_ref(), config, timings, wall))
+}
+
+fn summarise(
+    backend: &dyn Backend,
+    config: &BenchConfig,
+    timings: Vec<SegmentTiming>,
+    wall: f64,
+) -> BenchReport {
+    let source_seconds: f64 = timings.iter().map(|t| t.seg_dur).sum();
+    let mut latencies: Vec<f64> = timings.iter().map(|t| t.transcode_time * 1000.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let per_profile = config
+        .profiles
+        .iter()
+        .map(|profile| {
+            let mut encode: Vec<f64> = timings
+                .iter()
+                .flat_map(|t| {
+                    t.profiles
+                        .iter()
+                        .filter(|(p, _)| *p == profile.name)
+                        .map(|(_, s)| s * 1000.0)
+                })
+                .collect();
+            encode.sort_by(f64::total_cmp);
+            ProfileTiming {
+                profile: profile.name,
+                mean_encode_ms: encode.iter().sum::<f64>() / encode.len().max(1) as f64,
+                p95_encode_ms: percentile(&encode, 95.0),
+            }
+        })
+        .collect();
+    let per_session_source = source_seconds / config.concurrency.max(1) as f64;
+    BenchReport {
+        backend: backend.name().to_string(),
+        device: backend.device(),
+        profiles: config.profiles.iter().map(|p| p.name).collect(),
+        concurrency: config.concurrency,
+        live: config.live,
+        segments: timings.len(),
+        source_seconds,
+        transcode_seconds: wall,
+        realtime_ratio: wall / per_session_source.max(f64::EPSILON),
+        segments_per_second: timings.len() as f64 / wall.max(f64::EPSILON),
+        p50_ms: percentile(&latencies, 50.0),
+        p95_ms: percentile(&latencies, 95.0),
+        per_profile,
+        machine: machine(),
+        baseline: None,
+        timings,
+    }
+}
+
+/// The ffmpeg CLI arguments that transcode `input` into `profiles` with
+/// lpgpu's x264 settings in one process: one decode, `split`, bicubic `scale`,
+/// audio copied, timestamps kept. Frame rates above a profile's are capped
+/// with `fps` (lpgpu's decimator does the same).
+pub fn ffmpeg_ladder_args(
+    input: &Path,
+    out_dir: &Path,
+    profiles: &[Profile],
+    settings: &EncoderSettings,
+    source_fps: Option<f64>,
+) -> Vec<String> {
+    let labels: String = (0..profiles.len()).map(|i| format!("[s{i}]")).collect();
+    let mut graph = format!("[0:v]split={}{labels}", profiles.len());
+    for (i, p) in profiles.iter().enumerate() {
+        let fps = match source_fps {
+            Some(source) if f64::from(p.fps) < source => format!(",fps={}", p.fps),
+            _ => String::new(),
+        };
+        graph.push_str(&format!(
+            ";[s{i}]scale={}:{}:flags=bicubic{fps}[o{i}]",
+            p.width, p.height
+        ));
+    }
+    let mut args = vec![
+        "-loglevel".into(),
+        "error".into(),
+        "-y".into(),
+        "-i".into(),
+        input.display().to_string(),
+    ];
+    args.extend(["-filter_complex".to_string(), graph]);
+    for (i, p) in profiles.iter().enumerate() {
+        let k = p.bitrate_bps / 1000;
+        let gop = (settings.gop_seconds * f64::from(p.fps)).round() as u32;
+        let bufsize = (f64::from(k) * settings.bufsize_factor).round() as u32;
+        args.extend(
+            format!(
+                "-map [o{i}] -map 0:a? -c:v libx264 -preset {} -b:v {k}k -maxrate {k}k -bufsize {bufsize}k -g {gop} \
+                 -forced-idr 1 -pix_fmt yuv420p -c:a copy -copyts -f mpegts",
+                settings.preset
+            )
+            .split_whitespace()
+            .map(String::from),
+        );
+        args.push(
+            out_dir
+                .join(format!("{i}-{}.ts", p.name))
+                .display()
+                .to_string(),
+        );
+    }
+    args
+}
+
+/// The same workload through the ffmpeg CLI: `concurrency` processes at a time,
+/// each session's segments in order. Returns the wall time.
+pub fn run_ffmpeg_baseline(config: &BenchConfig, segments: &[Segment]) -> Result<f64, BenchError> {
+    let dir = std::env::temp_dir().join(format!("lpgpu-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Baseline(e.to_string()))?;
+    let paths: Vec<PathBuf> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let path = dir.join(format!("segment-{i}.ts"));
+            std::fs::write(&path, &s.data).map(|_| path)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| BenchError::Baseline(e.to_string()))?;
+    let started = Instant::now();
+    let result: Result<(), BenchError> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..config.concurrency)
+            .map(|session| {
+                let (paths, dir) = (&paths, &dir);
+                scope.spawn(move || {
+                    let out = dir.join(format!("out-{session}"));
+                    std::fs::create_dir_all(&out)
+                        .map_err(|e| BenchError::Baseline(e.to_string()))?;
+                    for index in 0..config.segments {
+                        let input = &paths[index % paths.len()];
+                        let args = ffmpeg_ladder_args(
+                            input,
+                            &out,
+                            &config.profiles,
+                            &config.settings,
+                            None,
+                        );
+                        let status = Command::new("ffmpeg")
+                            .args(&args)
+                            .status()
+                            .map_err(|e| BenchError::Baseline(format!("running ffmpeg: {e}")))?;
+                        if !status.success() {
+                            return Err(BenchError::Baseline(format!(
+                                "ffmpeg exited with {status}"
+                            )));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("baseline sessions do not panic"))
+    });
+    let wall = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir).ok();
+    result.map(|_| wall)
+}
+
+impl BenchReport {
+    pub fn add_baseline(&mut self, wall: f64) {
+        let per_session_source = self.source_seconds / self.concurrency.max(1) as f64;
+        self.baseline = Some(Baseline {
+            tool: "ffmpeg",
+            transcode_seconds: wall,
+            realtime_ratio: wall / per_session_source.max(f64::EPSILON),
+            speedup: wall / self.transcode_seconds.max(f64::EPSILON),
+        });
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        out.push_str(&format!(
+            "lpgpu bench: {} backend on {} ({} cores; GPUs: {})\n",
+            self.backend,
+            m.cpu,
+            m.cores,
+            if m.gpus.is_empty() {
+                "none".to_string()
+            } else {
+                m.gpus.join(", ")
+            }
+        ));
+        out.push_str(&format!(
+            "profiles: {}   concurrency: {}{}\n\n",
+            self.profiles.join(","),
+            self.concurrency,
+            if self.live { "   (paced live)" } else { "" }
+        ));
+        out.push_str("segments  source s  wall s  real-time ratio  segments/s  p50 ms  p95 ms\n");
+        out.push_str(&format!(
+            "{:>8}  {:>8.2}  {:>6.2}  {:>15.3}  {:>10.2}  {:>6.0}  {:>6.0}\n",
+            self.segments,
+            self.source_seconds,
+            self.transcode_seconds,
+            self.realtime_ratio,
+            self.segments_per_second,
+            self.p50_ms,
+            self.p95_ms
+        ));
+        out.push_str("\nprofile           mean encode ms  p95 encode ms\n");
+        for p in &self.per_profile {
+            out.push_str(&format!(
+                "{:<16}  {:>14.0}  {:>13.0}\n",
+                p.profile, p.mean_encode_ms, p.p95_encode_ms
+            ));
+        }
+        if let Some(b) = &self.baseline {
+            out.push_str(&format!(
+                "\nbaseline {}: wall {:.2} s, real-time ratio {:.3}; lpgpu is {:.2}x its speed\n",
+                b.tool, b.transcode_seconds, b.realtime_ratio, b.speedup
+            ));
+        }
+        out
+    }
+
+    pub fn csv_header() -> &'static str {
+        "timestamp,session,segment,seg_dur,transcode_time,frames"
+    }
+}
+
+impl SegmentTiming {
+    pub fn csv(&self) -> String {
+        format!(
+            "{:.3},{},{},{:.3},{:.3},{}",
+            self.timestamp,
+            self.session,
+            self.segment,
+            self.seg_dur,
+            self.transcode_time,
+            self.frames
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        assert_eq!(percentile(&data, 50.0), 6.0);
+        assert_eq!(percentile(&data, 95.0), 10.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn ffmpeg_arguments_match_lpgpu_settings() {
+        let profiles = [
+            Profile::by_name("P720p60fps16x9").unwrap(),
+            Profile::by_name("P240p30fps16x9").unwrap(),
+        ];
+        let args = ffmpeg_ladder_args(
+            Path::new("in.ts"),
+            Path::new("/o"),
+            &profiles,
+            &EncoderSettings::default(),
+            Some(60.0),
+        );
+        let text = args.join(" ");
+        assert!(
+            text.contains("[0:v]split=2[s0][s1];[s0]scale=1280:720:flags=bicubic[o0]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scale=426:240:flags=bicubic,fps=30[o1]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-b:v 6000k -maxrate 6000k -bufsize 12000k -g 120"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-b:v 600k -maxrate 600k -bufsize 1200k -g 60"),
+            "{text}"
+        );
+        assert!(text.contains("-preset veryfast"));
+    }
+}

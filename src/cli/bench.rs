@@ -1,0 +1,124 @@
+//! `lpgpu bench`: the throughput benchmark, as a table, CSV lines or JSON.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use super::transcode::PipelineArgs;
+use crate::bench::{BenchConfig, BenchReport, load_segments, run, run_ffmpeg_baseline};
+use crate::pipeline::select_backend;
+use crate::protocol::parse_profile_list;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum BaselineTool {
+    /// The ffmpeg CLI doing the same ladder with the same x264 settings.
+    Ffmpeg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// A segment, or a longer file (MPEG-TS, MP4, MKV) cut into segments in-process.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Comma-separated profile names.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "P720p30fps16x9,P360p30fps16x9,P240p30fps16x9"
+    )]
+    profiles: String,
+    /// Segments each session transcodes (cycling through the input's).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    segments: usize,
+    /// Sessions transcoding side by side.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    concurrency: usize,
+    /// Pace each session's segments at the source's rate, as a live stream arrives.
+    #[arg(long)]
+    live: bool,
+    /// Segment length when the input is cut.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    segment_seconds: f64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Print one CSV line per segment (timestamp,session,segment,seg_dur,transcode_time,frames).
+    #[arg(long)]
+    csv: bool,
+    /// Also run the same workload through this tool and report the ratio.
+    #[arg(long, value_enum, value_name = "TOOL")]
+    baseline: Option<BaselineTool>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.segments >= 1, "--segments must be at least 1");
+    anyhow::ensure!(
+        (1..=256).contains(&args.concurrency),
+        "--concurrency must be between 1 and 256"
+    );
+    anyhow::ensure!(
+        args.segment_seconds.is_finite() && (0.5..=60.0).contains(&args.segment_seconds),
+        "--segment-seconds must be between 0.5 and 60"
+    );
+    let settings = args.pipeline.settings()?;
+    let config = BenchConfig {
+        input: args.input.clone(),
+        profiles: parse_profile_list(&args.profiles)?,
+        segments: args.segments,
+        concurrency: args.concurrency,
+        live: args.live,
+        segment_seconds: args.segment_seconds,
+        settings: settings.clone(),
+    };
+    let backend = select_backend(args.pipeline.backend, settings)?;
+    let segments = load_segments(&config.input, config.segment_seconds)?;
+    tracing::info!(segments = segments.len(), input = %config.input.display(), "input segmented");
+
+    let total = config.segments * config.concurrency;
+    let done = AtomicUsize::new(0);
+    let progress = std::io::stderr().is_terminal() && !args.json;
+    let stdout = Mutex::new(std::io::stdout());
+    if args.csv {
+        println!("{}", BenchReport::csv_header());
+    }
+    let on_segment = |timing: &crate::bench::SegmentTiming| {
+        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if args.csv {
+            let _ = writeln!(
+                stdout.lock().unwrap_or_else(|p| p.into_inner()),
+                "{}",
+                timing.csv()
+            );
+        }
+        if progress {
+            let width = 30;
+            let filled = finished * width / total;
+            eprint!(
+                "\r[{}{}] {finished}/{total} segments, last {:.0} ms ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                timing.transcode_time * 1000.0
+            );
+        }
+    };
+    let mut report = run(backend, &config, &segments, &on_segment)?;
+    if progress {
+        eprintln!();
+    }
+    if args.baseline.is_some() {
+        tracing::info!("running the same workload through the ffmpeg CLI");
+        report.add_baseline(run_ffmpeg_baseline(&config, &segments)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !args.csv {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Cuts a media file into MPEG-TS segments in memory by remuxing (no
+//! re-encode): a new segment starts at the first video keyframe at least
+//! `target` seconds after the current segment began. Timestamps are kept.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use ffmpeg::{codec, encoder, format, media};
+use ffmpeg_next as ffmpeg;
+
+/// One segment: MPEG-TS bytes and its duration in seconds.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub data: Bytes,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("{path}: {reason}")]
+    Input { path: String, reason: String },
+    #[error("segmenting failed: {0}")]
+    Mux(String),
+}
+
+struct Open {
+    output: format::context::Output,
+    buffer: super::cpu::SharedBuffer,
+    start: f64,
+}
+
+/// Reads `path` (MPEG-TS, MP4, MKV, … with a video stream) and returns its
+/// segments, each starting with a keyframe.
+pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, SegmentError> {
+    super::cpu::init_ffmpeg();
+    let input_error = |reason: String| SegmentError::Input {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut input = format::input(path).map_err(|e| input_error(e.to_string()))?;
+    let video = input
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| input_error("no video stream".into()))?;
+    let video_index = video.index();
+    // Copy video and the best audio stream; other streams are dropped.
+    let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());
+    let copied: Vec<(usize, codec::Parameters)> = input
+        .streams()
+        .filter(|s| s.index() == video_index || Some(s.index()) == audio_index)
+        .map(|s| (s.index(), s.parameters()))
+        .collect();
+    let video_time_base = video.time_base();
+    let mux = |e: ffmpeg::Error| SegmentError::Mux(e.to_string());
+
+    let open = |start: f64| -> Result<Open, SegmentError> {
+        let buffer = super::cpu::SharedBuffer::default();
+        let io = format::context::StreamIo::from_write(buffer.clone()).map_err(mux)?;
+        let mut output = format::output_to_stream(io, None, Some("mpegts")).map_err(mux)?;
+        for (_, parameters) in &copied {
+            let mut stream = output
+                .add_stream(encoder::find(codec::Id::None))
+                .map_err(mux)?;
+            stream.set_parameters(parameters.clone());
+        }
+        output.write_header().map_err(mux)?;
+        Ok(Open {
+            output,
+            buffer,
+            start,
+        })
+    };
+    let close = |mut open: Open, end: f64| -> Result<Segment, SegmentError> {
+        open.output.write_trailer().map_err(mux)?;
+        drop(open.output);
+        Ok(Segment {
+            data: Bytes::from(open.buffer.take()),
+            seconds: (end - open.start).max(0.0),
+        })
+    };
+
+    let mut segments = Vec::new();
+    let mut current: Option<Open> = None;
+    let mut last_video_end = 0.0f64;
+    for (stream, mut packet) in input.packets() {
+        let Some(out_index) = copied.iter().position(|(i, _)| *i == stream.index()) else {
+            continue;
+        };
+        if stream.index() == video_index {
+            let seconds = packet
+                .pts()
+                .or(packet.dts())
+                .map(|t| t as f64 * f64::from(video_time_base))
+                .unwrap_or(0.0);
+            let cut = match &current {
+                None => packet.is_key(),
+                Some(open) => packet.is_key() && seconds - open.start >= target_seconds - 0.001,
+            };
+            if cut {
+                if let Some(open) = current.take() {
+                    segments.push(close(open, seconds)?);
+                }
+                current = Some(open(seconds)?);
+            }
+            let duration = packet.duration() as f64 * f64::from(video_time_base);
+            last_video_end = last_video_end.max(seconds + duration);
+        }
+        // Packets before the first keyframe cannot start a segment: skip them.
+        let Some(open) = current.as_mut() else {
+            continue;
+        };
+        let out_time_base = open.output.stream(out_index).expect("added").time_base();
+        packet.rescale_ts(stream.time_base(), out_time_base);
+        packet.set_stream(out_index);
+        packet.set_position(-1);
+        packet.write_interleaved(&mut open.output).map_err(mux)?;
+    }
+    if let Some(open) = current.take() {
+        segments.push(close(open, last_video_end)?);
+    }
+    if segments.is_empty() {
+        return Err(input_error("no video keyframe to start a segment".into()));
+    }
+    Ok(segments)
+}

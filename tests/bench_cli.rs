@@ -1,0 +1,87 @@
+//! `lpgpu bench` as operators run it: JSON with the documented fields, CSV
+//! lines, an input cut into segments in-process, and the ffmpeg baseline.
+
+mod common;
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .arg("bench")
+        .args(args)
+        .args([
+            "--backend",
+            "cpu",
+            "--profiles",
+            "P240p30fps16x9,P144p30fps16x9",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn json_reports_the_documented_fields_and_the_baseline() {
+    let clip = common::clip("h264_720p.ts");
+    let json: serde_json::Value = serde_json::from_str(&bench(&[
+        "--input",
+        clip.to_str().unwrap(),
+        "--segments",
+        "2",
+        "--concurrency",
+        "2",
+        "--json",
+        "--baseline",
+        "ffmpeg",
+    ]))
+    .unwrap();
+    assert_eq!(json["segments"], 4);
+    assert_eq!(json["backend"], "cpu");
+    let source = json["source_seconds"].as_f64().unwrap();
+    assert!((source - 8.0).abs() < 0.2, "{source}");
+    let wall = json["transcode_seconds"].as_f64().unwrap();
+    let ratio = json["realtime_ratio"].as_f64().unwrap();
+    assert!(
+        (ratio - wall / 4.0).abs() < 1e-6,
+        "ratio {ratio} = wall {wall} / 4 s per session"
+    );
+    assert!(json["segments_per_second"].as_f64().unwrap() > 0.0);
+    assert!(json["p95_ms"].as_f64().unwrap() >= json["p50_ms"].as_f64().unwrap());
+    assert_eq!(json["per_profile"].as_array().unwrap().len(), 2);
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(json["baseline"]["speedup"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn csv_has_one_line_per_segment_of_a_cut_input() {
+    // 2 s of 60 fps with a keyframe each second, cut at 1 s: two segments.
+    let clip = common::clip("h264_60fps_4x3.ts");
+    let out = bench(&[
+        "--input",
+        clip.to_str().unwrap(),
+        "--segments",
+        "3",
+        "--segment-seconds",
+        "1",
+        "--csv",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("timestamp,session,segment,seg_dur,transcode_time,frames")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 6);
+        assert_eq!(row[2], i.to_string());
+        let seg_dur: f64 = row[3].parse().unwrap();
+        assert!((seg_dur - 1.0).abs() < 0.05, "{seg_dur}");
+        assert_eq!(row[5], "60");
+    }
+}
