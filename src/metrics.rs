@@ -217,7 +217,8 @@ impl Metrics {
     fn update_realtime_ratio(&self) {
         let mut window = self.transcoded.lock().unwrap_or_else(|p| p.into_inner());
         Self::trim(&mut window);
-        let seconds: f64 = window.iter().map(|(_, s)| s).sum();
+        // A fold from +0.0: an empty f64 sum is -0.0, which would render as "-0".
+        let seconds = window.iter().fold(0.0, |total, (_, s)| total + s);
         self.realtime_ratio
             .set(seconds / REALTIME_WINDOW.as_secs_f64());
     }
@@ -254,6 +255,12 @@ mod tests {
             .transcode_seconds
             .with_label_values(&["cpu"])
             .observe(0.3);
+        metrics.record_transcoded(30.0);
+        metrics
+            .backend_info
+            .with_label_values(&["cpu", "AMD EPYC"])
+            .set(1);
+        assert!(Metrics::new().render().contains("lpgpu_realtime_ratio 0\n"));
         let text = metrics.render();
         for name in [
             "lpgpu_rejections_total{code=\"hash_mismatch\"} 1",
