@@ -25,6 +25,7 @@
 //! - Pipeline, broadcaster, metrics and bench modules arrive with their issues.
 
 pub mod bench;
+pub mod broadcaster;
 pub mod chain;
 pub mod cli;
 pub mod eth;

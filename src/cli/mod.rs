@@ -7,6 +7,7 @@
 //! which wins over the file. This is the tool edge: errors become `anyhow`.
 
 mod bench;
+mod broadcast;
 mod config;
 mod keys;
 mod ledger_cmds;
@@ -65,6 +66,8 @@ enum Command {
     Orchestrator(serve::OrchestratorArgs),
     /// Run a transcoder alone, accepting credentials of --orchestrator-address.
     Transcoder(serve::TranscoderArgs),
+    /// Broadcast a file through an orchestrator and write the HLS ladder.
+    Broadcast(broadcast::BroadcastArgs),
     /// Benchmark transcoding throughput (real-time ratio, latency).
     Bench(bench::BenchArgs),
     /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
@@ -173,6 +176,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Transcoder(args) => serve::run_transcoder(args),
         Command::Transcode(args) => transcode::run(args),
         Command::Bench(args) => bench::run_bench(args),
+        Command::Broadcast(args) => broadcast::run(args),
     }
 }
 

@@ -13,6 +13,9 @@ use ffmpeg_next as ffmpeg;
 pub struct Segment {
     pub data: Bytes,
     pub seconds: f64,
+    /// The source picture: width, height and sample aspect ratio.
+    pub picture: (u32, u32, super::Rational),
+    pub has_audio: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,23 @@ pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, Se
         .map(|s| (s.index(), s.parameters()))
         .collect();
     let video_time_base = video.time_base();
+    let picture = {
+        let p = video.parameters();
+        // The picture size is read through a (never opened) decoder context.
+        let decoder = codec::context::Context::from_parameters(p).and_then(|c| c.decoder().video());
+        match decoder {
+            Ok(d) => {
+                let sar = d.aspect_ratio();
+                (
+                    d.width(),
+                    d.height(),
+                    super::Rational::new(sar.numerator(), sar.denominator()),
+                )
+            }
+            Err(_) => (0, 0, super::Rational::new(1, 1)),
+        }
+    };
+    let has_audio = audio_index.is_some();
     let mux = |e: ffmpeg::Error| SegmentError::Mux(e.to_string());
 
     let open = |start: f64| -> Result<Open, SegmentError> {
@@ -76,6 +96,8 @@ pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, Se
         Ok(Segment {
             data: Bytes::from(open.buffer.take()),
             seconds: (end - open.start).max(0.0),
+            picture,
+            has_audio,
         })
     };
 

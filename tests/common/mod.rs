@@ -199,6 +199,11 @@ pub fn clip(name: &str) -> PathBuf {
             "h264_60fps_4x3.ts",
             "-f lavfi -i testsrc2=size=640x480:rate=60 -t 2 -c:v libx264 -preset ultrafast -g 60 -f mpegts",
         );
+        make(
+            "h264_360p_6s.ts",
+            "-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 6 \
+             -c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts",
+        );
         let good = std::fs::read(dir.join("h264_720p.ts")).unwrap();
         std::fs::write(dir.join("truncated.ts"), &good[..188 * 12]).unwrap();
         dir

@@ -1,0 +1,503 @@
+//! The broadcaster: finds the orchestrator, asks it for a transcoder, then
+//! signs and uploads each segment (a bounded number in flight, results written
+//! in order) and writes the HLS ladder.
+//!
+//! Delivery follows go-livepeer's habits: `503` waits for `Retry-After`,
+//! network errors and `5xx` retry with backoff, refused credentials re-run
+//! `GetTranscoder` once, and each call may take `max(8 s, 4 × segment length)`.
+//! A segment that still fails is reported and skipped, never silently.
+
+pub mod hls;
+pub mod upload;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::sync::RwLock;
+
+use crate::chain::{Chain, ChainError, Job};
+use crate::eth::{Address, PrivateKey, keccak256};
+use crate::pipeline::ladder::fit_in_box;
+use crate::pipeline::segmenter::Segment;
+use crate::proto::{TranscoderInfo, TranscoderRequest};
+use crate::protocol::{ManifestId, Profile, SegmentHeader, encode_segment_header};
+use hls::{MediaPlaylist, Variant, master_playlist};
+use upload::{TranscoderConnection, UploadError, parse_multipart};
+
+/// Where the orchestrator is: its URI, or its address in the service registry.
+#[derive(Debug, Clone)]
+pub enum OrchestratorTarget {
+    Uri(String),
+    Address(Address),
+}
+
+#[derive(Debug, Clone)]
+pub struct BroadcastOptions {
+    /// Segments uploaded at once.
+    pub max_in_flight: usize,
+    /// Attempts per segment on network errors and 5xx.
+    pub max_attempts: u32,
+    /// Attempts per segment while the transcoder answers `503 busy`.
+    pub max_busy_attempts: u32,
+    /// Keep only this many segments in the playlists (live input).
+    pub live_window: Option<usize>,
+}
+
+impl Default for BroadcastOptions {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 2,
+            max_attempts: 4,
+            max_busy_attempts: 30,
+            live_window: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("job {0} not found on the chain")]
+    UnknownJob(u64),
+    #[error("job {job}: {reason}")]
+    BadJob { job: u64, reason: String },
+    #[error("{0} has registered no service URI")]
+    NotRegistered(Address),
+    #[error("GetTranscoder at {uri} failed: {reason}")]
+    GetTranscoder { uri: String, reason: String },
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Why one segment did not make it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SegmentFailure(pub String);
+
+/// What happened to one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentReport {
+    pub seq: u64,
+    pub seconds: f64,
+    pub elapsed: Duration,
+    pub attempts: u32,
+    /// Bytes per rendition (in job order), or why the segment failed.
+    pub result: Result<Vec<usize>, SegmentFailure>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub segments: usize,
+    pub failed: Vec<(u64, String)>,
+    pub renditions: usize,
+    pub source_seconds: f64,
+    pub wall_seconds: f64,
+    pub master_playlist: PathBuf,
+}
+
+impl Summary {
+    pub fn all_delivered(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// An upload task's outcome, with the segment it was for.
+#[derive(Debug)]
+struct Delivered {
+    segment: Segment,
+    report: SegmentReport,
+    renditions: Option<Vec<Bytes>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    info: TranscoderInfo,
+    connection: Arc<TranscoderConnection>,
+}
+
+/// A broadcaster bound to one job and orchestrator.
+#[derive(Debug)]
+pub struct Broadcaster {
+    job: Job,
+    profiles: Vec<Profile>,
+    key: Arc<PrivateKey>,
+    orchestrator_uri: String,
+    session: RwLock<Arc<Session>>,
+    options: BroadcastOptions,
+}
+
+async fn get_transcoder(
+    uri: &str,
+    job: u64,
+    key: &PrivateKey,
+) -> Result<Arc<Session>, BroadcastError> {
+    let failed = |reason: String| BroadcastError::GetTranscoder {
+        uri: uri.to_string(),
+        reason,
+    };
+    let mut client = crate::orchestrator::client::connect(uri)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let request = TranscoderRequest {
+        job_id: job as i64,
+        sig: key.sign(job.to_string().as_bytes()).to_vec(),
+    };
+    let info = tokio::time::timeout(Duration::from_secs(10), client.get_transcoder(request))
+        .await
+        .map_err(|_| failed("no answer within 10 s".into()))?
+        .map_err(|status| failed(format!("{:?}: {}", status.code(), status.message())))?
+        .into_inner();
+    let connection = Arc::new(TranscoderConnection::new(&info.transcoder)?);
+    tracing::info!(job, transcoder = %info.transcoder, "GetTranscoder: credentials received");
+    Ok(Arc::new(Session { info, connection }))
+}
+
+impl Broadcaster {
+    /// Reads the job, finds the orchestrator and gets a transcoder.
+    pub async fn connect(
+        chain: &dyn Chain,
+        job_id: u64,
+        key: Arc<PrivateKey>,
+        target: OrchestratorTarget,
+        options: BroadcastOptions,
+    ) -> Result<Self, BroadcastError> {
+        let job = chain
+            .job(job_id)
+            .await?
+            .ok_or(BroadcastError::UnknownJob(job_id))?;
+        let profiles = job.profiles().map_err(|e| BroadcastError::BadJob {
+            job: job_id,
+            reason: e.to_string(),
+        })?;
+        ManifestId::of_stream_id(&job.stream_id).map_err(|e| BroadcastError::BadJob {
+            job: job_id,
+            reason: e.to_string(),
+        })?;
+        let orchestrator_uri = match target {
+            OrchestratorTarget::Uri(uri) => uri,
+            OrchestratorTarget::Address(address) => {
+                let uri = chain
+                    .service_uri(address)
+                    .await?
+                    .ok_or(BroadcastError::NotRegistered(address))?;
+                tracing::info!(%address, %uri, "orchestrator found in the service registry");
+                uri
+            }
+        };
+        let session = get_transcoder(&orchestrator_uri, job_id, &key).await?;
+        Ok(Self {
+            job,
+            profiles,
+            key,
+            orchestrator_uri,
+            session: RwLock::new(session),
+            options,
+        })
+    }
+
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    pub fn profiles(&self) -> &[Profile] {
+        &self.profiles
+    }
+
+    fn rendition_stream_id(&self, profile: &Profile) -> String {
+        let manifest = ManifestId::of_stream_id(&self.job.stream_id).expect("checked in connect");
+        manifest.stream_id(profile)
+    }
+
+    /// Uploads one segment with retries; returns the renditions in job order.
+    pub async fn upload(
+        &self,
+        seq: u64,
+        segment: &Segment,
+    ) -> (u32, Result<Vec<Bytes>, SegmentFailure>) {
+        let hash = keccak256(&segment.data);
+        let header = encode_segment_header(&SegmentHeader::sign(
+            &self.key,
+            &self.job.stream_id,
+            seq,
+            hash,
+        ));
+        let timeout = Duration::from_secs_f64((4.0 * segment.seconds).max(8.0));
+        let (mut attempts, mut busy, mut reauthorized) = (0u32, 0u32, false);
+        loop {
+            attempts += 1;
+            let session = self.session.read().await.clone();
+            let request = http::Request::post(format!("{}/segment", session.connection.uri()))
+                .header("authorization", &session.info.auth_type)
+                .header("credentials", &session.info.credentials)
+                .header("livepeer-segment", &header)
+                .header("content-type", "video/MP2T")
+                .header("accept", "multipart/mixed")
+                .body(Full::new(segment.data.clone()))
+                .expect("a valid request");
+            let failure = match session.connection.send(request, timeout).await {
+                Ok(answer) if answer.status == http::StatusCode::OK => {
+                    return (attempts, self.renditions(&answer));
+                }
+                Ok(answer) => {
+                    let code = error_code(&answer.body);
+                    match answer.status.as_u16() {
+                        503 if busy < self.options.max_busy_attempts => {
+                            busy += 1;
+                            attempts -= 1;
+                            let wait = retry_after(&answer.headers);
+                            tracing::debug!(
+                                seq,
+                                ?wait,
+                                "transcoder busy; waiting as Retry-After says"
+                            );
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        403 if !reauthorized
+                            && matches!(
+                                code.as_str(),
+                                "bad_credentials" | "credentials_expired"
+                            ) =>
+                        {
+                            reauthorized = true;
+                            attempts -= 1;
+                            tracing::info!(seq, code, "credentials refused: asking for new ones");
+                            match get_transcoder(&self.orchestrator_uri, self.job.id, &self.key)
+                                .await
+                            {
+                                Ok(fresh) => *self.session.write().await = fresh,
+                                Err(e) => return (attempts, Err(SegmentFailure(e.to_string()))),
+                            }
+                            continue;
+                        }
+                        status if status >= 500 && attempts < self.options.max_attempts => {
+                            format!("{status} {code}")
+                        }
+                        status => {
+                            return (attempts, Err(SegmentFailure(format!("{status} {code}"))));
+                        }
+                    }
+                }
+                Err(error) if error.is_retryable() && attempts < self.options.max_attempts => {
+                    error.to_string()
+                }
+                Err(error) => return (attempts, Err(SegmentFailure(error.to_string()))),
+            };
+            let backoff = Duration::from_millis(250 << attempts.min(6));
+            tracing::warn!(
+                seq,
+                attempts,
+                "segment upload failed ({failure}); retrying in {backoff:?}"
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    fn renditions(&self, answer: &upload::Answer) -> Result<Vec<Bytes>, SegmentFailure> {
+        let content_type = answer
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let parts = parse_multipart(content_type, &answer.body)
+            .map_err(|e| SegmentFailure(format!("bad answer: {e}")))?;
+        if parts.len() != self.profiles.len()
+            || parts
+                .iter()
+                .zip(&self.profiles)
+                .any(|((n, _), p)| n != p.name)
+        {
+            let names: Vec<_> = parts.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(SegmentFailure(format!(
+                "the renditions {names:?} are not the job's profiles"
+            )));
+        }
+        Ok(parts.into_iter().map(|(_, data)| data).collect())
+    }
+}
+
+fn error_code(body: &Bytes) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Duration {
+    let seconds = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.clamp(1, 30))
+}
+
+async fn write_file(path: PathBuf, data: impl AsRef<[u8]>) -> Result<(), BroadcastError> {
+    let temporary = path.with_extension("tmp");
+    tokio::fs::write(&temporary, data)
+        .await
+        .map_err(|source| BroadcastError::Write {
+            path: temporary.clone(),
+            source,
+        })?;
+    tokio::fs::rename(&temporary, &path)
+        .await
+        .map_err(|source| BroadcastError::Write { path, source })
+}
+
+/// Uploads `segments` in order, at most `max_in_flight` at once, and writes the
+/// HLS ladder into `out`. `on_segment` sees each report in order.
+pub async fn broadcast(
+    broadcaster: Arc<Broadcaster>,
+    segments: impl IntoIterator<Item = Segment>,
+    out: &Path,
+    mut on_segment: impl FnMut(&SegmentReport),
+) -> Result<Summary, BroadcastError> {
+    let started = Instant::now();
+    tokio::fs::create_dir_all(out)
+        .await
+        .map_err(|source| BroadcastError::Write {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    let manifest =
+        ManifestId::of_stream_id(&broadcaster.job.stream_id).expect("checked in connect");
+    let master_path = out.join(format!("{manifest}.m3u8"));
+    let mut playlists: Vec<MediaPlaylist> = broadcaster
+        .profiles
+        .iter()
+        .map(|p| {
+            MediaPlaylist::new(
+                &broadcaster.rendition_stream_id(p),
+                broadcaster.options.live_window,
+            )
+        })
+        .collect();
+    let mut master_written = false;
+    let mut summary = Summary {
+        segments: 0,
+        failed: Vec::new(),
+        renditions: 0,
+        source_seconds: 0.0,
+        wall_seconds: 0.0,
+        master_playlist: master_path.clone(),
+    };
+
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
+    let mut segments = segments.into_iter().enumerate();
+    loop {
+        let next = if in_flight.len() < broadcaster.options.max_in_flight.max(1) {
+            segments.next()
+        } else {
+            None
+        };
+        if let Some((seq, segment)) = next {
+            let broadcaster = broadcaster.clone();
+            in_flight.push_back(tokio::spawn(async move {
+                let begun = Instant::now();
+                let (attempts, result) = broadcaster.upload(seq as u64, &segment).await;
+                let report = SegmentReport {
+                    seq: seq as u64,
+                    seconds: segment.seconds,
+                    elapsed: begun.elapsed(),
+                    attempts,
+                    result: result
+                        .as_ref()
+                        .map(|r| r.iter().map(Bytes::len).collect())
+                        .map_err(Clone::clone),
+                };
+                Delivered {
+                    segment,
+                    report,
+                    renditions: result.ok(),
+                }
+            }));
+            continue;
+        }
+        let Some(oldest) = in_flight.pop_front() else {
+            break;
+        };
+        let Delivered {
+            segment,
+            report,
+            renditions,
+        } = oldest
+            .await
+            .map_err(|e| BroadcastError::Upload(UploadError::Request(e.to_string())))?;
+        let seq = report.seq;
+        summary.segments += 1;
+        summary.source_seconds += segment.seconds;
+        match renditions {
+            Some(renditions) => {
+                if !master_written {
+                    let (w, h, sar) = segment.picture;
+                    let variants: Vec<Variant> = broadcaster
+                        .profiles
+                        .iter()
+                        .map(|p| {
+                            let (width, height) = fit_in_box(w, h, sar, p.width, p.height);
+                            let bandwidth =
+                                p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
+                            let stream_id = broadcaster.rendition_stream_id(p);
+                            Variant {
+                                stream_id,
+                                bandwidth,
+                                width,
+                                height,
+                                has_audio: segment.has_audio,
+                            }
+                        })
+                        .collect();
+                    write_file(master_path.clone(), master_playlist(&variants)).await?;
+                    master_written = true;
+                }
+                for (playlist, data) in playlists.iter_mut().zip(renditions) {
+                    write_file(out.join(playlist.segment_name(seq)), &data).await?;
+                    playlist.push(seq, segment.seconds);
+                    summary.renditions += 1;
+                }
+                for (playlist, profile) in playlists.iter().zip(&broadcaster.profiles) {
+                    let path =
+                        out.join(format!("{}.m3u8", broadcaster.rendition_stream_id(profile)));
+                    write_file(path, playlist.render()).await?;
+                }
+            }
+            None => {
+                let reason = report
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.0.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    seq,
+                    "segment skipped after {} attempts: {reason}",
+                    report.attempts
+                );
+                summary.failed.push((seq, reason));
+            }
+        }
+        on_segment(&report);
+    }
+    for (playlist, profile) in playlists.iter_mut().zip(&broadcaster.profiles) {
+        if broadcaster.options.live_window.is_none() {
+            playlist.end();
+        }
+        write_file(
+            out.join(format!("{}.m3u8", broadcaster.rendition_stream_id(profile))),
+            playlist.render(),
+        )
+        .await?;
+    }
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

@@ -1,0 +1,177 @@
+//! `lpgpu broadcast`: sign and upload a file's segments, write the HLS ladder.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{ChainArgs, KeystoreArgs, runtime};
+use crate::broadcaster::{
+    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast,
+};
+use crate::eth::Address;
+use crate::pipeline::segmenter::{Segment, segment_file};
+
+#[derive(Debug, Args)]
+pub(crate) struct BroadcastArgs {
+    /// The job to broadcast.
+    #[arg(long, value_name = "ID")]
+    job: u64,
+    /// The broadcaster's keystore (the job's broadcaster).
+    #[command(flatten)]
+    keystore: KeystoreArgs,
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// The orchestrator's https://HOST:PORT.
+    #[arg(long, value_name = "URI", conflicts_with = "orchestrator_address")]
+    orchestrator: Option<String>,
+    /// The orchestrator's address, looked up in the chain's service registry.
+    #[arg(long, value_name = "0x…")]
+    orchestrator_address: Option<Address>,
+    /// MPEG-TS, MP4 or MKV file (cut at keyframes by remuxing), or an m3u8 playlist of segments.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Directory for the HLS ladder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Target segment length when cutting a file.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    segment_seconds: f64,
+    /// Segments uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_in_flight: usize,
+}
+
+/// Reads an m3u8 media playlist's segments (local files, relative to it).
+fn playlist_segments(path: &Path) -> Result<Vec<Segment>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        text.starts_with("#EXTM3U"),
+        "{} is not an m3u8 playlist",
+        path.display()
+    );
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut segments = Vec::new();
+    let mut duration = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(value) = line.strip_prefix("#EXTINF:") {
+            duration = value
+                .split(',')
+                .next()
+                .and_then(|d| d.trim().parse::<f64>().ok());
+        } else if !line.starts_with('#') {
+            let file = base.join(line);
+            let data: bytes::Bytes = std::fs::read(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .into();
+            // Probing the segment gives its picture size; one that does not
+            // probe still goes out, and the transcoder's answer says why it failed.
+            let (picture, has_audio, probed_seconds) = match segment_file(&file, f64::INFINITY) {
+                Ok(cut) if cut.len() == 1 => (cut[0].picture, cut[0].has_audio, cut[0].seconds),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(file = %file.display(), "segment does not probe as one video segment");
+                    ((0, 0, crate::pipeline::Rational::new(1, 1)), false, 0.0)
+                }
+            };
+            let seconds = duration.take().unwrap_or(probed_seconds);
+            let segment = Segment {
+                data,
+                seconds,
+                picture,
+                has_audio,
+            };
+            segments.push(segment);
+        }
+    }
+    Ok(segments)
+}
+
+pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.segment_seconds.is_finite() && (0.5..=60.0).contains(&args.segment_seconds),
+        "--segment-seconds must be between 0.5 and 60"
+    );
+    anyhow::ensure!(
+        (1..=16).contains(&args.max_in_flight),
+        "--max-in-flight must be between 1 and 16"
+    );
+    let target = match (args.orchestrator, args.orchestrator_address) {
+        (Some(uri), None) => OrchestratorTarget::Uri(crate::chain::validate_service_uri(&uri)?),
+        (None, Some(address)) => OrchestratorTarget::Address(address),
+        _ => bail!("give --orchestrator https://HOST:PORT or --orchestrator-address 0x…"),
+    };
+    let key = Arc::new(args.keystore.unlock()?);
+    let chain = args.chain.chain.open()?;
+    let is_playlist = args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("m3u8"));
+    let segments = if is_playlist {
+        playlist_segments(&args.input)?
+    } else {
+        segment_file(&args.input, args.segment_seconds)?
+    };
+    let total = segments.len();
+    tracing::info!(input = %args.input.display(), segments = total, "input read");
+    let options = BroadcastOptions {
+        max_in_flight: args.max_in_flight,
+        ..Default::default()
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let summary = runtime()?.block_on(async {
+        let broadcaster =
+            Broadcaster::connect(chain.as_ref(), args.job, key, target, options).await?;
+        let started = std::time::Instant::now();
+        let on_segment = |report: &SegmentReport| {
+            let outcome = match &report.result {
+                Ok(sizes) => format!("ok, renditions {sizes:?} bytes"),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            if terminal {
+                let done = report.seq as usize + 1;
+                let ratio = started.elapsed().as_secs_f64()
+                    / (done as f64 * report.seconds).max(f64::EPSILON);
+                eprint!(
+                    "\r[{done}/{total}] segment {} {outcome}; real-time ratio {ratio:.2}   ",
+                    report.seq
+                );
+            } else {
+                tracing::info!(
+                    seq = report.seq,
+                    attempts = report.attempts,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "segment {outcome}"
+                );
+            }
+        };
+        let summary = broadcast(Arc::new(broadcaster), segments, &args.out, on_segment).await?;
+        anyhow::Ok(summary)
+    })?;
+    if terminal {
+        eprintln!();
+    }
+    println!(
+        "{} segments, {} failed, {} renditions, {:.1} s of video in {:.1} s (real-time ratio {:.2}); master playlist {}",
+        summary.segments,
+        summary.failed.len(),
+        summary.renditions,
+        summary.source_seconds,
+        summary.wall_seconds,
+        summary.wall_seconds / summary.source_seconds.max(f64::EPSILON),
+        summary.master_playlist.display()
+    );
+    for (seq, reason) in &summary.failed {
+        println!("segment {seq} failed: {reason}");
+    }
+    if !summary.all_delivered() {
+        bail!(
+            "{} of {} segments were not transcoded",
+            summary.failed.len(),
+            summary.segments
+        );
+    }
+    Ok(())
+}

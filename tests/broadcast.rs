@@ -1,0 +1,247 @@
+//! `lpgpu broadcast` end to end: a real node on loopback, the real binary
+//! broadcasting, the HLS ladder checked with ffprobe; and delivery that waits
+//! out a busy node.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{RunningNode, World, clip, probe};
+use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
+
+const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
+
+fn broadcaster_keystore(world: &World) -> std::path::PathBuf {
+    let dir = world.dir.path().join("broadcaster");
+    KeystoreDir::new(&dir)
+        .create(&world.broadcaster, b"pw", KdfStrength::Light)
+        .unwrap();
+    dir
+}
+
+fn broadcast(world: &World, job: u64, target: &[&str], out: &Path) -> std::process::Output {
+    let keystore = broadcaster_keystore(world);
+    let ledger = format!("ledger:{}", world.ledger_path().display());
+    Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args([
+            "broadcast",
+            "--job",
+            &job.to_string(),
+            "--keystore",
+            keystore.to_str().unwrap(),
+            "--chain",
+            &ledger,
+        ])
+        .args(target)
+        .args([
+            "--input",
+            clip("h264_360p_6s.ts").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("LPGPU_PASSWORD", "pw")
+        .output()
+        .unwrap()
+}
+
+fn check_ladder(out: &Path, stream_id: &str) {
+    let manifest = &stream_id[..64];
+    let master = std::fs::read_to_string(out.join(format!("{manifest}.m3u8"))).unwrap();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2, "{master}");
+    assert!(
+        master.contains("RESOLUTION=426x240") && master.contains("RESOLUTION=256x144"),
+        "{master}"
+    );
+    for (profile, width, height) in [("P240p30fps16x9", 426, 240), ("P144p30fps16x9", 256, 144)] {
+        let media = std::fs::read_to_string(out.join(format!("{manifest}{profile}.m3u8"))).unwrap();
+        assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
+        let entries: Vec<(f64, &str)> = media
+            .lines()
+            .zip(media.lines().skip(1))
+            .filter_map(|(tag, uri)| {
+                tag.strip_prefix("#EXTINF:")
+                    .map(|d| (d.trim_end_matches(',').parse().unwrap(), uri))
+            })
+            .collect();
+        assert_eq!(entries.len(), 3, "three segments per rendition:\n{media}");
+        let mut total = 0.0;
+        for (seq, (seconds, uri)) in entries.iter().enumerate() {
+            assert_eq!(*uri, format!("{manifest}{profile}_{seq}.ts"));
+            assert!((seconds - 2.0).abs() < 0.05, "{seconds}");
+            let (codec, w, h, probed) = probe(&std::fs::read(out.join(uri)).unwrap());
+            assert_eq!((codec.as_str(), w, h), ("h264", width, height));
+            total += probed;
+        }
+        assert!((total - 6.0).abs() < 0.3, "{profile}: {total} s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_6_second_file_becomes_three_segments_per_rendition() {
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let node = RunningNode::start(&world, "localhost").await;
+    // Found through the service registry, as the spec's broadcaster does.
+    world
+        .ledger
+        .set_service_uri_blocking(world.orchestrator.address(), &node.uri)
+        .unwrap();
+    let out = world.dir.path().join("hls");
+    let address = world.orchestrator.address().to_string();
+    let output = tokio::task::block_in_place(|| {
+        broadcast(&world, job, &["--orchestrator-address", &address], &out)
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("3 segments, 0 failed, 6 renditions"),
+        "{stdout}"
+    );
+    check_ladder(
+        &out,
+        &world.ledger.job_blocking(job).unwrap().unwrap().stream_id,
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_waits_out_a_busy_node_and_recovers() {
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let node = RunningNode::start_with(&world, "localhost", |c| c.max_sessions = 1).await;
+
+    // Another client holds the only slot with a body that stalls for 2 s.
+    let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
+    let header = lpgpu::protocol::encode_segment_header(&lpgpu::protocol::SegmentHeader::sign(
+        &world.broadcaster,
+        &stream_id,
+        99,
+        lpgpu::eth::keccak256(b"never sent"),
+    ));
+    let (sender, receiver) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(1);
+    let stalled = http::Request::post("https://localhost/segment")
+        .header("authorization", "Livepeer-Eth-1")
+        .header(
+            "credentials",
+            lpgpu::protocol::mint_credentials(&world.orchestrator, job),
+        )
+        .header("livepeer-segment", header)
+        .header("content-type", "video/MP2T")
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))
+        .unwrap();
+    let addr = node.addr;
+    let holder =
+        tokio::spawn(async move { common::https_request(addr, "localhost", b"h2", stalled).await });
+    sender
+        .send(Ok(http_body::Frame::data(Bytes::from_static(&[0x47; 188]))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(sender);
+    });
+
+    let out = world.dir.path().join("hls");
+    let uri = node.uri.clone();
+    let output =
+        tokio::task::block_in_place(|| broadcast(&world, job, &["--orchestrator", &uri], &out));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 segments, 0 failed"), "{stdout}");
+    release.await.unwrap();
+    assert_eq!(holder.await.unwrap().0, 403); // the stalled body never matched its hash
+    let metrics = node.transcoder.metrics().render();
+    assert!(
+        metrics.contains("lpgpu_rejections_total{code=\"busy\"}"),
+        "the node was busy at first:\n{metrics}"
+    );
+    check_ladder(&out, &stream_id);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_that_fails_for_good_is_reported_and_skipped() {
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let node = RunningNode::start(&world, "localhost").await;
+    // An m3u8 input whose middle segment has no video.
+    let input = world.dir.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    for (name, source) in [
+        ("a.ts", "h264_720p.ts"),
+        ("b.ts", "audio_only.ts"),
+        ("c.ts", "h264_720p.ts"),
+    ] {
+        std::fs::copy(clip(source), input.join(name)).unwrap();
+    }
+    std::fs::write(
+        input.join("in.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXTINF:2.0,\nb.ts\n#EXTINF:2.0,\nc.ts\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    let keystore = broadcaster_keystore(&world);
+    let out = world.dir.path().join("hls");
+    let output = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args([
+                "broadcast",
+                "--job",
+                &job.to_string(),
+                "--keystore",
+                keystore.to_str().unwrap(),
+            ])
+            .args([
+                "--chain",
+                &format!("ledger:{}", world.ledger_path().display()),
+                "--orchestrator",
+                &node.uri,
+            ])
+            .args([
+                "--input",
+                input.join("in.m3u8").to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("LPGPU_PASSWORD", "pw")
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "a lost segment must fail the command"
+    );
+    assert!(
+        stdout.contains("3 segments, 1 failed, 4 renditions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("segment 1 failed: 422 undecodable_segment"),
+        "{stdout}"
+    );
+    let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
+    let media =
+        std::fs::read_to_string(out.join(format!("{}P240p30fps16x9.m3u8", &stream_id[..64])))
+            .unwrap();
+    assert_eq!(media.matches("#EXTINF").count(), 2);
+    assert!(
+        media.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n"),
+        "{media}"
+    );
+    node.stop().await;
+}
