@@ -9,6 +9,7 @@
 mod bench;
 mod broadcast;
 mod config;
+mod demo;
 mod keys;
 mod ledger_cmds;
 mod serve;
@@ -68,6 +69,8 @@ enum Command {
     Transcoder(serve::TranscoderArgs),
     /// Broadcast a file through an orchestrator and write the HLS ladder.
     Broadcast(broadcast::BroadcastArgs),
+    /// The whole protocol in one process: node, job, broadcast, HLS in ./demo-out.
+    Demo(demo::DemoArgs),
     /// Benchmark transcoding throughput (real-time ratio, latency).
     Bench(bench::BenchArgs),
     /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
@@ -177,6 +180,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Transcode(args) => transcode::run(args),
         Command::Bench(args) => bench::run_bench(args),
         Command::Broadcast(args) => broadcast::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

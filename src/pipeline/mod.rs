@@ -9,6 +9,7 @@
 pub mod cpu;
 pub mod ladder;
 pub mod segmenter;
+pub mod testclip;
 
 use std::fmt;
 use std::sync::Arc;

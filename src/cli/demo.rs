@@ -1,0 +1,192 @@
+//! `lpgpu demo`: the whole protocol in one process on loopback. Makes a test
+//! clip, starts a node with fresh keys and a fresh ledger in a temporary
+//! directory, registers it, creates a job, broadcasts the clip through the
+//! service-registry lookup, GetTranscoder and `POST /segment`, and leaves the
+//! HLS ladder in `--out`. Nothing keeps running afterwards.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::runtime;
+use super::transcode::PipelineArgs;
+use crate::broadcaster::{
+    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast,
+};
+use crate::chain::{Chain, ChainAdmin, Ledger, NewJob};
+use crate::eth::PrivateKey;
+use crate::metrics::Metrics;
+use crate::orchestrator::OrchestratorService;
+use crate::pipeline::segmenter::segment_file;
+use crate::pipeline::select_backend;
+use crate::pipeline::testclip::make_test_clip;
+use crate::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
+use crate::server::{NodeRoutes, serve, service_uri};
+use crate::tls::SelfSignedCert;
+use crate::transcoder::store::StoreLimits;
+use crate::transcoder::{Transcoder, TranscoderConfig};
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// A video file to broadcast instead of the generated 6 s 720p clip.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Directory for the HLS ladder.
+    #[arg(long, value_name = "DIR", default_value = "demo-out")]
+    out: PathBuf,
+    /// The job's profiles.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "P720p30fps16x9,P360p30fps16x9,P240p30fps16x9"
+    )]
+    profiles: String,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// A scratch directory removed when the demo ends, however it ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn run(args: DemoArgs) -> Result<()> {
+    let profiles = parse_profile_list(&args.profiles)?;
+    let backend = select_backend(args.pipeline.backend, args.pipeline.settings()?)?;
+    let scratch = Scratch(std::env::temp_dir().join(format!("lpgpu-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0)
+        .with_context(|| format!("creating {}", scratch.0.display()))?;
+
+    let clip = match &args.input {
+        Some(path) => path.clone(),
+        None => {
+            let path = scratch.0.join("clip.ts");
+            std::fs::write(&path, make_test_clip(6, 1280, 720)?)?;
+            println!("made a 6 s 1280x720 test clip (testsrc2 + noise, 440 Hz tone)");
+            path
+        }
+    };
+    let segments = segment_file(&clip, 2.0)?;
+    let orchestrator = Arc::new(PrivateKey::random());
+    let broadcaster = Arc::new(PrivateKey::random());
+    let ledger = Ledger::init(scratch.0.join("ledger.json"), 1.0)?;
+    println!(
+        "orchestrator {}, broadcaster {} (fresh keys)",
+        orchestrator.address(),
+        broadcaster.address()
+    );
+
+    let cert = SelfSignedCert::generate("localhost")?;
+    let tls = cert.server_config()?;
+    let backend_name = backend.name();
+    let summary = runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let uri = service_uri("localhost", listener.local_addr()?.port());
+        let chain: Arc<dyn Chain> = Arc::new(ledger.clone());
+        let metrics = Metrics::new();
+        let config = TranscoderConfig {
+            orchestrator: orchestrator.address(),
+            service_uri: uri.clone(),
+            signer: Some(orchestrator.clone()),
+            max_segment_bytes: TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES,
+            max_sessions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            request_timeout: Duration::from_secs(30),
+            transcode_timeout: Duration::from_secs(120),
+            expose_errors: true,
+            store: StoreLimits {
+                max_bytes: 64 << 20,
+                retention: Duration::from_secs(60),
+            },
+        };
+        let transcoder = Arc::new(Transcoder::new(
+            config,
+            chain.clone(),
+            backend,
+            metrics.clone(),
+        ));
+        let service = OrchestratorService::new(orchestrator.clone(), chain, &uri, metrics);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(serve(
+            listener,
+            tls,
+            NodeRoutes::new(Some(service), Some(transcoder)),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        println!("node listening on {uri}");
+
+        ledger.set_service_uri(&orchestrator, &uri).await?;
+        let source = Profile::by_name("P720p30fps16x9").expect("a known profile");
+        let job = NewJob {
+            stream_id: ManifestId::random().stream_id(&source),
+            transcoding_options: encode_transcoding_options(&profiles),
+            transcoder: orchestrator.address(),
+            blocks: 3600,
+        };
+        let job_id = ledger.create_job(&broadcaster, job).await?;
+        println!(
+            "job {job_id}: {}",
+            profiles
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+
+        let target = OrchestratorTarget::Address(orchestrator.address());
+        let client = Broadcaster::connect(
+            &ledger,
+            job_id,
+            broadcaster,
+            target,
+            BroadcastOptions::default(),
+        )
+        .await?;
+        let on_segment = |report: &SegmentReport| match &report.result {
+            Ok(sizes) => println!(
+                "segment {}: {:.2} s of video transcoded in {:.2} s into {} renditions ({} bytes)",
+                report.seq,
+                report.seconds,
+                report.elapsed.as_secs_f64(),
+                sizes.len(),
+                sizes.iter().sum::<usize>()
+            ),
+            Err(e) => println!("segment {}: FAILED: {e}", report.seq),
+        };
+        let summary = broadcast(Arc::new(client), segments, &args.out, on_segment).await;
+        let _ = stop.send(());
+        node.await.context("the node task")?.context("the node")?;
+        anyhow::Ok(summary?)
+    })?;
+
+    println!(
+        "\n{} segments ({} failed), {} renditions, {:.1} s of video in {:.1} s: real-time ratio {:.2} on the {} backend",
+        summary.segments,
+        summary.failed.len(),
+        summary.renditions,
+        summary.source_seconds,
+        summary.wall_seconds,
+        summary.wall_seconds / summary.source_seconds.max(f64::EPSILON),
+        backend_name
+    );
+    println!(
+        "HLS ladder: {} (play it with ffplay or VLC)",
+        summary.master_playlist.display()
+    );
+    anyhow::ensure!(
+        summary.all_delivered(),
+        "{} segments were not transcoded",
+        summary.failed.len()
+    );
+    Ok(())
+}
