@@ -245,3 +245,68 @@ async fn a_segment_that_fails_for_good_is_reported_and_skipped() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piped_live_stream_is_segmented_as_it_arrives() {
+    use std::io::Write;
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let node = RunningNode::start(&world, "localhost").await;
+    let keystore = broadcaster_keystore(&world);
+    let out = world.dir.path().join("live");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args([
+            "broadcast",
+            "--job",
+            &job.to_string(),
+            "--keystore",
+            keystore.to_str().unwrap(),
+        ])
+        .args([
+            "--chain",
+            &format!("ledger:{}", world.ledger_path().display()),
+            "--orchestrator",
+            &node.uri,
+        ])
+        .args(["--input", "-", "--out", out.to_str().unwrap()])
+        .env("LPGPU_PASSWORD", "pw")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Feed the 6 s stream in pieces, about twice real time, as a live source would.
+    let stream = std::fs::read(clip("h264_360p_6s.ts")).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let output = tokio::task::block_in_place(move || {
+        for chunk in stream.chunks(188 * 200) {
+            stdin.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(
+                3000 * chunk.len() as u64 / stream.len() as u64,
+            ));
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("3 segments, 0 failed, 6 renditions"),
+        "{stdout}"
+    );
+    let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
+    let media =
+        std::fs::read_to_string(out.join(format!("{}P240p30fps16x9.m3u8", &stream_id[..64])))
+            .unwrap();
+    assert_eq!(media.matches("#EXTINF").count(), 3, "{media}");
+    assert!(
+        !media.contains("PLAYLIST-TYPE:VOD"),
+        "a live playlist is not VOD:\n{media}"
+    );
+    check_ladder(&out, &stream_id);
+    node.stop().await;
+}

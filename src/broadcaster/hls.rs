@@ -114,6 +114,7 @@ impl MediaPlaylist {
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
         );
         if self.window.is_none() && self.ended {
+            // A finished file is video on demand; a live stream that ended keeps its window.
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
         }
         for entry in &self.entries {

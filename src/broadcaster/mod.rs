@@ -354,11 +354,110 @@ async fn write_file(path: PathBuf, data: impl AsRef<[u8]>) -> Result<(), Broadca
         .map_err(|source| BroadcastError::Write { path, source })
 }
 
-/// Uploads `segments` in order, at most `max_in_flight` at once, and writes the
-/// HLS ladder into `out`. `on_segment` sees each report in order.
+/// The HLS ladder being written, and the tally.
+struct Ladder<'a> {
+    broadcaster: &'a Broadcaster,
+    out: &'a Path,
+    master_path: PathBuf,
+    master_written: bool,
+    playlists: Vec<MediaPlaylist>,
+    summary: Summary,
+}
+
+impl Ladder<'_> {
+    fn playlist_path(&self, profile: &Profile) -> PathBuf {
+        self.out.join(format!(
+            "{}.m3u8",
+            self.broadcaster.rendition_stream_id(profile)
+        ))
+    }
+
+    async fn write_master(&mut self, segment: &Segment) -> Result<(), BroadcastError> {
+        let (w, h, sar) = segment.picture;
+        let variants: Vec<Variant> = self
+            .broadcaster
+            .profiles
+            .iter()
+            .map(|p| {
+                let (width, height) = fit_in_box(w, h, sar, p.width, p.height);
+                let bandwidth = p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
+                let stream_id = self.broadcaster.rendition_stream_id(p);
+                Variant {
+                    stream_id,
+                    bandwidth,
+                    width,
+                    height,
+                    has_audio: segment.has_audio,
+                }
+            })
+            .collect();
+        write_file(self.master_path.clone(), master_playlist(&variants)).await?;
+        self.master_written = true;
+        Ok(())
+    }
+
+    /// Writes one delivered segment's renditions and playlists, in order.
+    async fn record(&mut self, delivered: Delivered) -> Result<SegmentReport, BroadcastError> {
+        let Delivered {
+            segment,
+            report,
+            renditions,
+        } = delivered;
+        let seq = report.seq;
+        self.summary.segments += 1;
+        self.summary.source_seconds += segment.seconds;
+        let Some(renditions) = renditions else {
+            let reason = report
+                .result
+                .as_ref()
+                .err()
+                .map(|e| e.0.clone())
+                .unwrap_or_default();
+            tracing::warn!(
+                seq,
+                "segment skipped after {} attempts: {reason}",
+                report.attempts
+            );
+            self.summary.failed.push((seq, reason));
+            return Ok(report);
+        };
+        if !self.master_written {
+            self.write_master(&segment).await?;
+        }
+        for (playlist, data) in self.playlists.iter_mut().zip(renditions) {
+            write_file(self.out.join(playlist.segment_name(seq)), &data).await?;
+            playlist.push(seq, segment.seconds);
+            self.summary.renditions += 1;
+        }
+        self.write_playlists().await?;
+        Ok(report)
+    }
+
+    async fn write_playlists(&self) -> Result<(), BroadcastError> {
+        for (playlist, profile) in self.playlists.iter().zip(&self.broadcaster.profiles) {
+            write_file(self.playlist_path(profile), playlist.render()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A channel of segments for [`broadcast`], filled from a list.
+pub fn segments_from(list: Vec<Segment>) -> tokio::sync::mpsc::Receiver<Segment> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(list.len().max(1));
+    for segment in list {
+        sender
+            .try_send(segment)
+            .expect("the channel holds the whole list");
+    }
+    receiver
+}
+
+/// Uploads segments as they arrive, at most `max_in_flight` at once, and
+/// writes the HLS ladder into `out` in order. `on_segment` sees each report
+/// in order. The input ends when the channel closes.
 pub async fn broadcast(
     broadcaster: Arc<Broadcaster>,
-    segments: impl IntoIterator<Item = Segment>,
+    mut segments: tokio::sync::mpsc::Receiver<Segment>,
     out: &Path,
     mut on_segment: impl FnMut(&SegmentReport),
 ) -> Result<Summary, BroadcastError> {
@@ -372,132 +471,100 @@ pub async fn broadcast(
     let manifest =
         ManifestId::of_stream_id(&broadcaster.job.stream_id).expect("checked in connect");
     let master_path = out.join(format!("{manifest}.m3u8"));
-    let mut playlists: Vec<MediaPlaylist> = broadcaster
-        .profiles
-        .iter()
-        .map(|p| {
-            MediaPlaylist::new(
-                &broadcaster.rendition_stream_id(p),
-                broadcaster.options.live_window,
-            )
-        })
-        .collect();
-    let mut master_written = false;
-    let mut summary = Summary {
-        segments: 0,
-        failed: Vec::new(),
-        renditions: 0,
-        source_seconds: 0.0,
-        wall_seconds: 0.0,
-        master_playlist: master_path.clone(),
+    let mut ladder = Ladder {
+        broadcaster: &broadcaster,
+        out,
+        master_path: master_path.clone(),
+        master_written: false,
+        playlists: broadcaster
+            .profiles
+            .iter()
+            .map(|p| {
+                MediaPlaylist::new(
+                    &broadcaster.rendition_stream_id(p),
+                    broadcaster.options.live_window,
+                )
+            })
+            .collect(),
+        summary: Summary {
+            segments: 0,
+            failed: Vec::new(),
+            renditions: 0,
+            source_seconds: 0.0,
+            wall_seconds: 0.0,
+            master_playlist: master_path,
+        },
     };
 
+    let spawn_upload = |seq: u64, segment: Segment| {
+        let broadcaster = broadcaster.clone();
+        tokio::spawn(async move {
+            let begun = Instant::now();
+            let (attempts, result) = broadcaster.upload(seq, &segment).await;
+            let report = SegmentReport {
+                seq,
+                seconds: segment.seconds,
+                elapsed: begun.elapsed(),
+                attempts,
+                result: result
+                    .as_ref()
+                    .map(|r| r.iter().map(Bytes::len).collect())
+                    .map_err(Clone::clone),
+            };
+            Delivered {
+                segment,
+                report,
+                renditions: result.ok(),
+            }
+        })
+    };
+    let joined = |result: Result<Delivered, tokio::task::JoinError>| {
+        result.map_err(|e| {
+            BroadcastError::Upload(UploadError::Request(format!("an upload task failed: {e}")))
+        })
+    };
+    let max_in_flight = broadcaster.options.max_in_flight.max(1);
     let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
-    let mut segments = segments.into_iter().enumerate();
+    let mut next_seq = 0u64;
+    let mut input_open = true;
     loop {
-        let next = if in_flight.len() < broadcaster.options.max_in_flight.max(1) {
-            segments.next()
-        } else {
-            None
-        };
-        if let Some((seq, segment)) = next {
-            let broadcaster = broadcaster.clone();
-            in_flight.push_back(tokio::spawn(async move {
-                let begun = Instant::now();
-                let (attempts, result) = broadcaster.upload(seq as u64, &segment).await;
-                let report = SegmentReport {
-                    seq: seq as u64,
-                    seconds: segment.seconds,
-                    elapsed: begun.elapsed(),
-                    attempts,
-                    result: result
-                        .as_ref()
-                        .map(|r| r.iter().map(Bytes::len).collect())
-                        .map_err(Clone::clone),
-                };
-                Delivered {
-                    segment,
-                    report,
-                    renditions: result.ok(),
+        if input_open && in_flight.len() < max_in_flight {
+            // Take the next segment, unless the oldest upload finishes first.
+            let arrived = match in_flight.front_mut() {
+                None => Some(segments.recv().await),
+                Some(oldest) => tokio::select! {
+                    biased;
+                    done = oldest => {
+                        in_flight.pop_front();
+                        let report = ladder.record(joined(done)?).await?;
+                        on_segment(&report);
+                        None
+                    }
+                    segment = segments.recv() => Some(segment),
+                },
+            };
+            match arrived {
+                Some(Some(segment)) => {
+                    in_flight.push_back(spawn_upload(next_seq, segment));
+                    next_seq += 1;
                 }
-            }));
+                Some(None) => input_open = false,
+                None => {}
+            }
             continue;
         }
         let Some(oldest) = in_flight.pop_front() else {
             break;
         };
-        let Delivered {
-            segment,
-            report,
-            renditions,
-        } = oldest
-            .await
-            .map_err(|e| BroadcastError::Upload(UploadError::Request(e.to_string())))?;
-        let seq = report.seq;
-        summary.segments += 1;
-        summary.source_seconds += segment.seconds;
-        match renditions {
-            Some(renditions) => {
-                if !master_written {
-                    let (w, h, sar) = segment.picture;
-                    let variants: Vec<Variant> = broadcaster
-                        .profiles
-                        .iter()
-                        .map(|p| {
-                            let (width, height) = fit_in_box(w, h, sar, p.width, p.height);
-                            let bandwidth =
-                                p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
-                            let stream_id = broadcaster.rendition_stream_id(p);
-                            Variant {
-                                stream_id,
-                                bandwidth,
-                                width,
-                                height,
-                                has_audio: segment.has_audio,
-                            }
-                        })
-                        .collect();
-                    write_file(master_path.clone(), master_playlist(&variants)).await?;
-                    master_written = true;
-                }
-                for (playlist, data) in playlists.iter_mut().zip(renditions) {
-                    write_file(out.join(playlist.segment_name(seq)), &data).await?;
-                    playlist.push(seq, segment.seconds);
-                    summary.renditions += 1;
-                }
-                for (playlist, profile) in playlists.iter().zip(&broadcaster.profiles) {
-                    let path =
-                        out.join(format!("{}.m3u8", broadcaster.rendition_stream_id(profile)));
-                    write_file(path, playlist.render()).await?;
-                }
-            }
-            None => {
-                let reason = report
-                    .result
-                    .as_ref()
-                    .err()
-                    .map(|e| e.0.clone())
-                    .unwrap_or_default();
-                tracing::warn!(
-                    seq,
-                    "segment skipped after {} attempts: {reason}",
-                    report.attempts
-                );
-                summary.failed.push((seq, reason));
-            }
-        }
+        let report = ladder.record(joined(oldest.await)?).await?;
         on_segment(&report);
     }
-    for (playlist, profile) in playlists.iter_mut().zip(&broadcaster.profiles) {
-        if broadcaster.options.live_window.is_none() {
-            playlist.end();
-        }
-        write_file(
-            out.join(format!("{}.m3u8", broadcaster.rendition_stream_id(profile))),
-            playlist.render(),
-        )
-        .await?;
+    // The input is over: the playlists say so (live ones keep their window).
+    for playlist in &mut ladder.playlists {
+        playlist.end();
     }
+    ladder.write_playlists().await?;
+    let mut summary = ladder.summary;
     summary.wall_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

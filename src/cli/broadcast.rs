@@ -9,10 +9,10 @@ use clap::Args;
 
 use super::{ChainArgs, KeystoreArgs, runtime};
 use crate::broadcaster::{
-    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast,
+    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast, segments_from,
 };
 use crate::eth::Address;
-use crate::pipeline::segmenter::{Segment, segment_file};
+use crate::pipeline::segmenter::{Segment, segment_file, segment_reader};
 
 #[derive(Debug, Args)]
 pub(crate) struct BroadcastArgs {
@@ -30,7 +30,8 @@ pub(crate) struct BroadcastArgs {
     /// The orchestrator's address, looked up in the chain's service registry.
     #[arg(long, value_name = "0x…")]
     orchestrator_address: Option<Address>,
-    /// MPEG-TS, MP4 or MKV file (cut at keyframes by remuxing), or an m3u8 playlist of segments.
+    /// MPEG-TS, MP4 or MKV file (cut at keyframes by remuxing), an m3u8 playlist
+    /// of segments, or - for a live MPEG-TS on standard input.
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// Directory for the HLS ladder.
@@ -105,19 +106,42 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     };
     let key = Arc::new(args.keystore.unlock()?);
     let chain = args.chain.chain.open()?;
+    let live = args.input.as_os_str() == "-";
     let is_playlist = args
         .input
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("m3u8"));
-    let segments = if is_playlist {
-        playlist_segments(&args.input)?
+    let (segments, total) = if live {
+        // Segments come as the stream does: a reader thread cuts standard
+        // input and hands each finished segment over a bounded channel.
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let seconds = args.segment_seconds;
+        std::thread::spawn(move || {
+            let result = segment_reader(
+                std::io::stdin(),
+                "standard input",
+                seconds,
+                &mut |segment| sender.blocking_send(segment).is_ok(),
+            );
+            match result {
+                Ok(count) => tracing::info!(segments = count, "standard input ended"),
+                Err(error) => tracing::error!("reading standard input: {error}"),
+            }
+        });
+        (receiver, None)
     } else {
-        segment_file(&args.input, args.segment_seconds)?
+        let list = if is_playlist {
+            playlist_segments(&args.input)?
+        } else {
+            segment_file(&args.input, args.segment_seconds)?
+        };
+        tracing::info!(input = %args.input.display(), segments = list.len(), "input read");
+        let total = list.len();
+        (segments_from(list), Some(total))
     };
-    let total = segments.len();
-    tracing::info!(input = %args.input.display(), segments = total, "input read");
     let options = BroadcastOptions {
         max_in_flight: args.max_in_flight,
+        live_window: live.then_some(6),
         ..Default::default()
     };
     let terminal = std::io::stderr().is_terminal();
@@ -132,6 +156,7 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
             };
             if terminal {
                 let done = report.seq as usize + 1;
+                let total = total.map_or_else(|| "live".to_string(), |t| t.to_string());
                 let ratio = started.elapsed().as_secs_f64()
                     / (done as f64 * report.seconds).max(f64::EPSILON);
                 eprint!(

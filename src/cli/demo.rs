@@ -14,7 +14,7 @@ use clap::Args;
 use super::runtime;
 use super::transcode::PipelineArgs;
 use crate::broadcaster::{
-    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast,
+    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast, segments_from,
 };
 use crate::chain::{Chain, ChainAdmin, Ledger, NewJob};
 use crate::eth::PrivateKey;
@@ -163,7 +163,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             ),
             Err(e) => println!("segment {}: FAILED: {e}", report.seq),
         };
-        let summary = broadcast(Arc::new(client), segments, &args.out, on_segment).await;
+        let summary = broadcast(
+            Arc::new(client),
+            segments_from(segments),
+            &args.out,
+            on_segment,
+        )
+        .await;
         let _ = stop.send(());
         node.await.context("the node task")?.context("the node")?;
         anyhow::Ok(summary?)

@@ -36,11 +36,50 @@ struct Open {
 /// segments, each starting with a keyframe.
 pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, SegmentError> {
     super::cpu::init_ffmpeg();
+    let name = path.display().to_string();
+    let input = format::input(path).map_err(|e| SegmentError::Input {
+        path: name.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut segments = Vec::new();
+    segment_input(input, &name, target_seconds, &mut |segment| {
+        segments.push(segment);
+        true
+    })?;
+    Ok(segments)
+}
+
+/// Cuts a stream read from `reader` (a live MPEG-TS on standard input, say)
+/// into segments as they complete, handing each to `emit`; `emit` returns
+/// false to stop early. Returns the number of segments.
+pub fn segment_reader(
+    reader: impl std::io::Read + Send + 'static,
+    name: &str,
+    target_seconds: f64,
+    emit: &mut dyn FnMut(Segment) -> bool,
+) -> Result<usize, SegmentError> {
+    super::cpu::init_ffmpeg();
     let input_error = |reason: String| SegmentError::Input {
-        path: path.display().to_string(),
+        path: name.to_string(),
         reason,
     };
-    let mut input = format::input(path).map_err(|e| input_error(e.to_string()))?;
+    let io =
+        format::context::StreamIo::from_read(reader).map_err(|e| input_error(e.to_string()))?;
+    let input =
+        format::input_from_stream(io, None, None).map_err(|e| input_error(e.to_string()))?;
+    segment_input(input, name, target_seconds, emit)
+}
+
+fn segment_input(
+    mut input: format::context::Input,
+    name: &str,
+    target_seconds: f64,
+    emit: &mut dyn FnMut(Segment) -> bool,
+) -> Result<usize, SegmentError> {
+    let input_error = |reason: String| SegmentError::Input {
+        path: name.to_string(),
+        reason,
+    };
     let video = input
         .streams()
         .best(media::Type::Video)
@@ -101,7 +140,7 @@ pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, Se
         })
     };
 
-    let mut segments = Vec::new();
+    let mut count = 0usize;
     let mut current: Option<Open> = None;
     let mut last_video_end = 0.0f64;
     for (stream, mut packet) in input.packets() {
@@ -120,7 +159,10 @@ pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, Se
             };
             if cut {
                 if let Some(open) = current.take() {
-                    segments.push(close(open, seconds)?);
+                    count += 1;
+                    if !emit(close(open, seconds)?) {
+                        return Ok(count);
+                    }
                 }
                 current = Some(open(seconds)?);
             }
@@ -138,10 +180,11 @@ pub fn segment_file(path: &Path, target_seconds: f64) -> Result<Vec<Segment>, Se
         packet.write_interleaved(&mut open.output).map_err(mux)?;
     }
     if let Some(open) = current.take() {
-        segments.push(close(open, last_video_end)?);
+        count += 1;
+        emit(close(open, last_video_end)?);
     }
-    if segments.is_empty() {
+    if count == 0 {
         return Err(input_error("no video keyframe to start a segment".into()));
     }
-    Ok(segments)
+    Ok(count)
 }
