@@ -16,16 +16,20 @@ const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
 
 fn broadcaster_keystore(world: &World) -> std::path::PathBuf {
     let dir = world.dir.path().join("broadcaster");
-    KeystoreDir::new(&dir)
-        .create(&world.broadcaster, b"pw", KdfStrength::Light)
-        .unwrap();
+    if !dir.exists() {
+        KeystoreDir::new(&dir)
+            .create(&world.broadcaster, b"pw", KdfStrength::Light)
+            .unwrap();
+    }
     dir
 }
 
-fn broadcast(world: &World, job: u64, target: &[&str], out: &Path) -> std::process::Output {
+/// `lpgpu broadcast` for our broadcaster's job, reaching the orchestrator by `target`.
+fn broadcast_command(world: &World, job: u64, target: &[&str], input: &str, out: &Path) -> Command {
     let keystore = broadcaster_keystore(world);
     let ledger = format!("ledger:{}", world.ledger_path().display());
-    Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lpgpu"));
+    command
         .args([
             "broadcast",
             "--job",
@@ -36,15 +40,21 @@ fn broadcast(world: &World, job: u64, target: &[&str], out: &Path) -> std::proce
             &ledger,
         ])
         .args(target)
-        .args([
-            "--input",
-            clip("h264_360p_6s.ts").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("LPGPU_PASSWORD", "pw")
-        .output()
-        .unwrap()
+        .args(["--input", input, "--out", out.to_str().unwrap()])
+        .env("LPGPU_PASSWORD", "pw");
+    command
+}
+
+fn broadcast(world: &World, job: u64, target: &[&str], out: &Path) -> std::process::Output {
+    broadcast_command(
+        world,
+        job,
+        target,
+        clip("h264_360p_6s.ts").to_str().unwrap(),
+        out,
+    )
+    .output()
+    .unwrap()
 }
 
 fn check_ladder(out: &Path, stream_id: &str) {
@@ -194,32 +204,18 @@ async fn a_segment_that_fails_for_good_is_reported_and_skipped() {
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXTINF:2.0,\nb.ts\n#EXTINF:2.0,\nc.ts\n#EXT-X-ENDLIST\n",
     )
     .unwrap();
-    let keystore = broadcaster_keystore(&world);
     let out = world.dir.path().join("hls");
+    let playlist = input.join("in.m3u8");
     let output = tokio::task::block_in_place(|| {
-        Command::new(env!("CARGO_BIN_EXE_lpgpu"))
-            .args([
-                "broadcast",
-                "--job",
-                &job.to_string(),
-                "--keystore",
-                keystore.to_str().unwrap(),
-            ])
-            .args([
-                "--chain",
-                &format!("ledger:{}", world.ledger_path().display()),
-                "--orchestrator",
-                &node.uri,
-            ])
-            .args([
-                "--input",
-                input.join("in.m3u8").to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .env("LPGPU_PASSWORD", "pw")
-            .output()
-            .unwrap()
+        broadcast_command(
+            &world,
+            job,
+            &["--orchestrator", &node.uri],
+            playlist.to_str().unwrap(),
+            &out,
+        )
+        .output()
+        .unwrap()
     });
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -252,24 +248,8 @@ async fn a_piped_live_stream_is_segmented_as_it_arrives() {
     let world = World::new(1.0);
     let job = world.job(PROFILES, 1_000_000);
     let node = RunningNode::start(&world, "localhost").await;
-    let keystore = broadcaster_keystore(&world);
     let out = world.dir.path().join("live");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
-        .args([
-            "broadcast",
-            "--job",
-            &job.to_string(),
-            "--keystore",
-            keystore.to_str().unwrap(),
-        ])
-        .args([
-            "--chain",
-            &format!("ledger:{}", world.ledger_path().display()),
-            "--orchestrator",
-            &node.uri,
-        ])
-        .args(["--input", "-", "--out", out.to_str().unwrap()])
-        .env("LPGPU_PASSWORD", "pw")
+    let mut child = broadcast_command(&world, job, &["--orchestrator", &node.uri], "-", &out)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

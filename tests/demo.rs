@@ -18,7 +18,7 @@ fn the_demo_leaves_a_playable_ladder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("3 segments (0 failed), 6 renditions"),
+        stdout.contains("3 segments, 0 failed, 6 renditions"),
         "{stdout}"
     );
     let master = std::fs::read_dir(dir.path().join("demo-out"))

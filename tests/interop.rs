@@ -47,6 +47,22 @@ fn python() -> PathBuf {
     }
 }
 
+/// Runs an interop client script on `spec` and checks it reports `passed`.
+fn run_client(python: &Path, name: &str, spec: &Path, passed: &str) {
+    let out = Command::new(python)
+        .arg(script(name))
+        .arg(spec)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains(passed),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
@@ -237,19 +253,12 @@ fn an_independent_client_gets_credentials_and_is_refused_for_bad_requests() {
     });
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let out = Command::new(&python)
-        .arg(script("get_transcoder.py"))
-        .arg(&spec_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "interop client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        &python,
+        "get_transcoder.py",
+        &spec_path,
+        "interop: all checks passed",
     );
-    assert!(stdout.contains("interop: all checks passed"));
 
     // The same independent client posts a real segment over HTTP/2.
     let mut spec = spec;
@@ -257,19 +266,12 @@ fn an_independent_client_gets_credentials_and_is_refused_for_bad_requests() {
     spec["stream_id"] = serde_json::json!(stream_id);
     spec["source_frames"] = serde_json::json!(60);
     std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let out = Command::new(&python)
-        .arg(script("post_segment.py"))
-        .arg(&spec_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "segment client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        &python,
+        "post_segment.py",
+        &spec_path,
+        "segments: all checks passed",
     );
-    assert!(stdout.contains("segments: all checks passed"));
     node.stop();
 }
 
@@ -350,18 +352,12 @@ fn orchestrator_and_transcoder_run_as_separate_processes() {
     });
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let out = Command::new(&python)
-        .arg(script("post_segment.py"))
-        .arg(&spec_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "segment client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        &python,
+        "post_segment.py",
+        &spec_path,
+        "segments: all checks passed",
     );
-    assert!(stdout.contains("segments: all checks passed"));
     orchestrator_process.stop();
     transcoder.stop();
 }

@@ -107,123 +107,113 @@ async fn bad_input_gets_typed_errors_and_good_segments_still_transcode() {
     let stranger = PrivateKey::random();
     let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
 
-    // Authorization.
-    expect_error(
-        &node,
-        &Upload {
-            authorization: None,
-            ..good.clone()
-        },
-        400,
-        "missing_header",
-    )
-    .await;
-    expect_error(
-        &node,
-        &Upload {
-            authorization: Some("Bearer abc".into()),
-            ..good.clone()
-        },
-        401,
-        "bad_auth_type",
-    )
-    .await;
-    // Credentials: missing, not base64, not protobuf, signed by a stranger.
-    expect_error(
-        &node,
-        &Upload {
-            credentials: None,
-            ..good.clone()
-        },
-        400,
-        "missing_header",
-    )
-    .await;
-    expect_error(
-        &node,
-        &Upload {
-            credentials: Some("***".into()),
-            ..good.clone()
-        },
-        400,
-        "bad_credentials",
-    )
-    .await;
-    expect_error(
-        &node,
-        &Upload {
-            credentials: Some("//79".into()),
-            ..good.clone()
-        },
-        400,
-        "bad_credentials",
-    )
-    .await;
-    let strangers = mint_credentials(&stranger, job);
-    expect_error(
-        &node,
-        &Upload {
-            credentials: Some(strangers),
-            ..good.clone()
-        },
-        403,
-        "bad_credentials",
-    )
-    .await;
-    // Livepeer-Segment: missing, not base64.
-    expect_error(
-        &node,
-        &Upload {
-            segment: None,
-            ..good.clone()
-        },
-        400,
-        "missing_header",
-    )
-    .await;
-    expect_error(
-        &node,
-        &Upload {
-            segment: Some("!!".into()),
-            ..good.clone()
-        },
-        400,
-        "bad_segment_header",
-    )
-    .await;
-    // Signed by a stranger; signed over another seq.
+    // One header spoilt at a time.
     let by_stranger = SegmentHeader::sign(&stranger, &stream_id, 1, keccak256(&good_ts));
-    let upload = Upload {
-        segment: Some(encode_segment_header(&by_stranger)),
-        ..good.clone()
-    };
-    expect_error(&node, &upload, 403, "bad_segment_signature").await;
     let mut other_seq = SegmentHeader::sign(&world.broadcaster, &stream_id, 2, keccak256(&good_ts));
     other_seq.seq = 1;
-    let upload = Upload {
-        segment: Some(encode_segment_header(&other_seq)),
-        ..good.clone()
-    };
-    expect_error(&node, &upload, 403, "bad_segment_signature").await;
-    // A tampered body.
     let mut tampered = good_ts.to_vec();
     tampered[5000] ^= 0xff;
-    expect_error(
-        &node,
-        &Upload {
-            body: tampered.into(),
-            ..good.clone()
-        },
-        403,
-        "hash_mismatch",
-    )
-    .await;
-    // The wrong content type.
-    let upload = Upload {
-        content_type: Some("application/octet-stream".into()),
-        ..good.clone()
-    };
-    expect_error(&node, &upload, 415, "unsupported_media").await;
+    let cases: Vec<(Upload, u16, &str)> = vec![
+        (
+            Upload {
+                authorization: None,
+                ..good.clone()
+            },
+            400,
+            "missing_header",
+        ),
+        (
+            Upload {
+                authorization: Some("Bearer abc".into()),
+                ..good.clone()
+            },
+            401,
+            "bad_auth_type",
+        ),
+        (
+            Upload {
+                credentials: None,
+                ..good.clone()
+            },
+            400,
+            "missing_header",
+        ),
+        (
+            Upload {
+                credentials: Some("***".into()),
+                ..good.clone()
+            },
+            400,
+            "bad_credentials",
+        ),
+        (
+            Upload {
+                credentials: Some("//79".into()),
+                ..good.clone()
+            },
+            400,
+            "bad_credentials",
+        ),
+        (
+            Upload {
+                credentials: Some(mint_credentials(&stranger, job)),
+                ..good.clone()
+            },
+            403,
+            "bad_credentials",
+        ),
+        (
+            Upload {
+                segment: None,
+                ..good.clone()
+            },
+            400,
+            "missing_header",
+        ),
+        (
+            Upload {
+                segment: Some("!!".into()),
+                ..good.clone()
+            },
+            400,
+            "bad_segment_header",
+        ),
+        (
+            Upload {
+                segment: Some(encode_segment_header(&by_stranger)),
+                ..good.clone()
+            },
+            403,
+            "bad_segment_signature",
+        ),
+        (
+            Upload {
+                segment: Some(encode_segment_header(&other_seq)),
+                ..good.clone()
+            },
+            403,
+            "bad_segment_signature",
+        ),
+        (
+            Upload {
+                body: tampered.into(),
+                ..good.clone()
+            },
+            403,
+            "hash_mismatch",
+        ),
+        (
+            Upload {
+                content_type: Some("application/octet-stream".into()),
+                ..good.clone()
+            },
+            415,
+            "unsupported_media",
+        ),
+    ];
+    for (upload, status, code) in &cases {
+        expect_error(&node, upload, *status, code).await;
+    }
     // Over the limit.
     let big = Bytes::from(vec![0x47u8; 5 << 20]);
     expect_error(

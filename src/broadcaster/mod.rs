@@ -109,6 +109,26 @@ impl Summary {
     pub fn all_delivered(&self) -> bool {
         self.failed.is_empty()
     }
+
+    /// Wall time over seconds of video: at or below 1 the broadcast kept up.
+    pub fn realtime_ratio(&self) -> f64 {
+        self.wall_seconds / self.source_seconds.max(f64::EPSILON)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} segments, {} failed, {} renditions, {:.1} s of video in {:.1} s (real-time ratio {:.2})",
+            self.segments,
+            self.failed.len(),
+            self.renditions,
+            self.source_seconds,
+            self.wall_seconds,
+            self.realtime_ratio()
+        )
+    }
 }
 
 /// An upload task's outcome, with the segment it was for.
@@ -224,13 +244,30 @@ impl Broadcaster {
         seq: u64,
         segment: &Segment,
     ) -> (u32, Result<Vec<Bytes>, SegmentFailure>) {
-        let hash = keccak256(&segment.data);
-        let header = encode_segment_header(&SegmentHeader::sign(
-            &self.key,
-            &self.job.stream_id,
-            seq,
-            hash,
-        ));
+        // Hashing 2 MB and signing are CPU work: off the executor.
+        let (key, stream_id, data) = (
+            self.key.clone(),
+            self.job.stream_id.clone(),
+            segment.data.clone(),
+        );
+        let signed = tokio::task::spawn_blocking(move || {
+            encode_segment_header(&SegmentHeader::sign(
+                &key,
+                &stream_id,
+                seq,
+                keccak256(&data),
+            ))
+        })
+        .await;
+        let header = match signed {
+            Ok(header) => header,
+            Err(e) => {
+                return (
+                    0,
+                    Err(SegmentFailure(format!("signing the segment failed: {e}"))),
+                );
+            }
+        };
         let timeout = Duration::from_secs_f64((4.0 * segment.seconds).max(8.0));
         let (mut attempts, mut busy, mut reauthorized) = (0u32, 0u32, false);
         loop {

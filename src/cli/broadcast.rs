@@ -179,13 +179,7 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
         eprintln!();
     }
     println!(
-        "{} segments, {} failed, {} renditions, {:.1} s of video in {:.1} s (real-time ratio {:.2}); master playlist {}",
-        summary.segments,
-        summary.failed.len(),
-        summary.renditions,
-        summary.source_seconds,
-        summary.wall_seconds,
-        summary.wall_seconds / summary.source_seconds.max(f64::EPSILON),
+        "{summary}; master playlist {}",
         summary.master_playlist.display()
     );
     for (seq, reason) in &summary.failed {

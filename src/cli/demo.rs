@@ -175,16 +175,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         anyhow::Ok(summary?)
     })?;
 
-    println!(
-        "\n{} segments ({} failed), {} renditions, {:.1} s of video in {:.1} s: real-time ratio {:.2} on the {} backend",
-        summary.segments,
-        summary.failed.len(),
-        summary.renditions,
-        summary.source_seconds,
-        summary.wall_seconds,
-        summary.wall_seconds / summary.source_seconds.max(f64::EPSILON),
-        backend_name
-    );
+    println!("\n{summary} on the {backend_name} backend");
     println!(
         "HLS ladder: {} (play it with ffplay or VLC)",
         summary.master_playlist.display()
