@@ -480,7 +480,7 @@ fn imported_keys_keep_their_address_and_bad_input_is_a_clear_error() {
     );
     fails(
         &["chain", "init", "--chain", "eth:http://127.0.0.1:1"],
-        "not built yet",
+        "give --keystore",
     );
     std::fs::write(dir.join("c.toml"), "[node]\nlisten_typo = 1\n").unwrap();
     fails(&["--config", "c.toml", "node"], "not a flag");

@@ -2,9 +2,10 @@
 //! address, and the current block number, behind the [`Chain`] trait.
 //!
 //! Backends: [`Ledger`], an embedded JSON file whose block number advances with
-//! wall-clock time (the default, `ledger:PATH`). The Ethereum JSON-RPC backend
-//! (`eth:URL`) is not built yet; asking for it is a clear error.
+//! wall-clock time (the default, `ledger:PATH`), and [`Ethereum`], any
+//! Ethereum JSON-RPC node (`eth:http://HOST:PORT?jobs=0x…&registry=0x…`).
 
+pub mod ethereum;
 mod ledger;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::eth::{Address, PrivateKey};
 use crate::protocol::{Profile, ProfileError, parse_transcoding_options};
 
+pub use ethereum::{EthSpec, Ethereum};
 pub use ledger::{DEFAULT_BLOCK_SECONDS, Ledger};
 
 /// A transcoding job as the chain records it (`getJob(uint256)`'s fields that
@@ -135,10 +137,7 @@ impl ChainSpec {
     pub fn open(&self) -> Result<Arc<dyn ChainAdmin>, ChainError> {
         match self {
             ChainSpec::Ledger(path) => Ok(Arc::new(Ledger::open(path.clone()))),
-            ChainSpec::Ethereum(_) => Err(ChainError::Unsupported(
-                "the eth: chain backend (Ethereum JSON-RPC) is not built yet; use ledger:PATH"
-                    .into(),
-            )),
+            ChainSpec::Ethereum(rest) => Ok(Arc::new(Ethereum::new(EthSpec::parse(rest)?)?)),
         }
     }
 }
@@ -182,7 +181,9 @@ mod tests {
         assert!("ledger:".parse::<ChainSpec>().is_err());
         assert!("ftp:x".parse::<ChainSpec>().is_err());
         let eth: ChainSpec = "eth:http://127.0.0.1:8545".parse().unwrap();
-        assert!(matches!(eth.open(), Err(ChainError::Unsupported(_))));
+        assert!(eth.open().is_ok());
+        let bad: ChainSpec = "eth:ftp://x".parse().unwrap();
+        assert!(matches!(bad.open(), Err(ChainError::Invalid(_))));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `lpgpu chain init`, `job new | show`, `registry set | get`: the chain's
 //! administrative commands, the same on every backend.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{ChainArgs, KeystoreArgs, runtime};
@@ -22,6 +22,12 @@ pub(crate) struct InitArgs {
     /// Seconds per block of the embedded ledger.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_BLOCK_SECONDS)]
     block_seconds: f64,
+    /// eth: the deployer's keystore.
+    #[arg(long, value_name = "DIR")]
+    keystore: Option<std::path::PathBuf>,
+    /// File whose first line is the keystore password (else LPGPU_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,7 +103,22 @@ pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
             println!("{}", args.chain.chain);
             Ok(())
         }
-        ChainSpec::Ethereum(_) => bail!("chain init for eth: is not built yet; use ledger:PATH"),
+        ChainSpec::Ethereum(rest) => {
+            let spec = crate::chain::EthSpec::parse(rest)?;
+            let keystore = args
+                .keystore
+                .as_ref()
+                .context("chain init on eth: deploys contracts: give --keystore DIR (the deployer's account)")?;
+            let key = KeystoreArgs {
+                keystore: keystore.clone(),
+                password_file: args.password_file.clone(),
+            }
+            .unlock()?;
+            let deployed = runtime()?.block_on(crate::chain::Ethereum::deploy(&spec.url, &key))?;
+            tracing::info!(deployer = %key.address(), "development contracts deployed");
+            println!("{}", deployed.render());
+            Ok(())
+        }
     }
 }
 

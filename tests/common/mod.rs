@@ -83,12 +83,22 @@ impl RunningNode {
         hostname: &str,
         adjust: impl FnOnce(&mut TranscoderConfig),
     ) -> Self {
+        let chain: Arc<dyn Chain> = Arc::new(world.ledger.clone());
+        Self::start_on(chain, world.orchestrator.clone(), hostname, adjust).await
+    }
+
+    /// Starts a node on any chain, as `orchestrator`.
+    pub async fn start_on(
+        chain: Arc<dyn Chain>,
+        orchestrator: PrivateKey,
+        hostname: &str,
+        adjust: impl FnOnce(&mut TranscoderConfig),
+    ) -> Self {
         let cert = SelfSignedCert::generate(hostname).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let uri = service_uri(hostname, addr.port());
-        let chain: Arc<dyn Chain> = Arc::new(world.ledger.clone());
-        let key = Arc::new(world.orchestrator.clone());
+        let key = Arc::new(orchestrator);
         let metrics = Metrics::new();
         let service = OrchestratorService::new(key.clone(), chain.clone(), &uri, metrics.clone());
         let mut config = TranscoderConfig {
