@@ -57,15 +57,17 @@ impl Anvil {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} (run .ci/setup): {e}", binary.display()));
+        let mut anvil = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self {
-                    child,
-                    url: format!("http://127.0.0.1:{port}"),
-                };
+                return anvil;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        anvil.stop();
         panic!("anvil did not listen on {port}");
     }
 
