@@ -193,6 +193,48 @@ impl Metrics {
         }
     }
 
+    /// Samples every GPU's SM, decoder and encoder utilization through NVML
+    /// into `lpgpu_gpu_utilization_ratio`, every `interval`, on a thread of its
+    /// own. NVML is loaded at run time: without an NVIDIA driver this logs why
+    /// and returns false, and the metric has no series.
+    pub fn start_gpu_sampler(&self, interval: Duration) -> bool {
+        let nvml = match nvml_wrapper::Nvml::init() {
+            Ok(nvml) => nvml,
+            Err(error) => {
+                tracing::info!("GPU utilization metrics absent: NVML is not available ({error})");
+                return false;
+            }
+        };
+        let gauge = self.gpu_utilization.clone();
+        let sampler = move || loop {
+            for index in 0..nvml.device_count().unwrap_or(0) {
+                let Ok(device) = nvml.device_by_index(index) else {
+                    continue;
+                };
+                let gpu = index.to_string();
+                let set = |engine: &str, percent: u32| {
+                    gauge
+                        .with_label_values(&[gpu.as_str(), engine])
+                        .set(f64::from(percent) / 100.0);
+                };
+                if let Ok(rates) = device.utilization_rates() {
+                    set("sm", rates.gpu);
+                }
+                if let Ok(decoder) = device.decoder_utilization() {
+                    set("decoder", decoder.utilization);
+                }
+                if let Ok(encoder) = device.encoder_utilization() {
+                    set("encoder", encoder.utilization);
+                }
+            }
+            std::thread::sleep(interval);
+        };
+        std::thread::Builder::new()
+            .name("lpgpu-nvml".into())
+            .spawn(sampler)
+            .is_ok()
+    }
+
     /// The names of every metric family this registry can expose.
     pub fn names(&self) -> &[&'static str] {
         &self.names
@@ -241,6 +283,14 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_utilization_is_absent_without_nvml() {
+        let metrics = Metrics::new();
+        if !metrics.start_gpu_sampler(Duration::from_millis(50)) {
+            assert!(!metrics.render().contains("lpgpu_gpu_utilization_ratio{"));
+        }
+    }
 
     #[test]
     fn contract_names_render() {

@@ -247,6 +247,9 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let local = listener.local_addr()?;
         let own_uri = service_uri(&listen.hostname, local.port());
         let metrics = Metrics::new();
+        if backend.is_some() {
+            metrics.start_gpu_sampler(std::time::Duration::from_secs(5));
+        }
         let chain_reader: Arc<dyn crate::chain::Chain> = chain.clone();
         let (orchestrator, transcoder) = match role {
             Role::Node { key, transcoder_uri, segments } => {
