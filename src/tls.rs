@@ -106,6 +106,54 @@ pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
     config
 }
 
+/// An `https://host:port` to dial: where to connect, and the name the server's
+/// certificate must carry. Shared by the gRPC and the segment clients.
+#[derive(Debug, Clone)]
+pub struct DialTarget {
+    /// `host:port` as written in the URI (IPv6 hosts in brackets).
+    pub authority: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+impl DialTarget {
+    /// `None` unless `uri` is `https://host:port` with a valid host name or IP.
+    pub fn parse(uri: &str) -> Option<Self> {
+        let uri: http::Uri = uri.parse().ok()?;
+        if uri.scheme_str() != Some("https") {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let port = authority.port_u16()?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host.clone()).ok()?;
+        Some(Self {
+            authority: authority.to_string(),
+            host,
+            port,
+            server_name,
+        })
+    }
+
+    /// TCP and TLS (ALPN h2) to the target, refusing a certificate for another name.
+    pub async fn connect(
+        &self,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> =
+            std::sync::OnceLock::new();
+        let connector = CONNECTOR
+            .get_or_init(|| tokio_rustls::TlsConnector::from(Arc::new(client_config(&[b"h2"]))));
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        connector.connect(self.server_name.clone(), tcp).await
+    }
+}
+
 /// Accepts any self-signed certificate whose names include the host dialled:
 /// the spec's rule for orchestrator certificates, which no CA signs.
 #[derive(Debug)]

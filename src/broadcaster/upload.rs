@@ -2,14 +2,14 @@
 //! (name-checked, self-signed accepted) multiplexing the segments in flight,
 //! re-dialled when it breaks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
+
+use crate::tls::DialTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -40,35 +40,17 @@ pub struct Answer {
 
 pub struct TranscoderConnection {
     uri: String,
-    host: String,
-    port: u16,
-    server_name: ServerName<'static>,
-    tls: tokio_rustls::TlsConnector,
+    target: DialTarget,
     sender: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl TranscoderConnection {
     pub fn new(transcoder_uri: &str) -> Result<Self, UploadError> {
-        let bad = || UploadError::BadUri(transcoder_uri.to_string());
-        let uri: http::Uri = transcoder_uri.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?;
-        let port = authority.port_u16().ok_or_else(bad)?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let server_name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config(&[b"h2"])));
+        let target = DialTarget::parse(transcoder_uri)
+            .ok_or_else(|| UploadError::BadUri(transcoder_uri.to_string()))?;
         Ok(Self {
             uri: transcoder_uri.trim_end_matches('/').to_string(),
-            host,
-            port,
-            server_name,
-            tls,
+            target,
             sender: tokio::sync::Mutex::new(None),
         })
     }
@@ -83,13 +65,9 @@ impl TranscoderConnection {
             return Ok(sender.clone());
         }
         let connect = |e: String| UploadError::Connect(self.uri.clone(), e);
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        tcp.set_nodelay(true).map_err(|e| connect(e.to_string()))?;
         let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
+            .target
+            .connect()
             .await
             .map_err(|e| connect(e.to_string()))?;
         let (sender, connection) =
