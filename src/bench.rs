@@ -439,9 +439,85 @@ impl SegmentTiming {
     }
 }
 
+/// Livepeer's sizing rule: a rig keeps a real-time ratio at or below this.
+pub const SIZING_RATIO: f64 = 0.8;
+
+/// `--concurrency`: one count, or a range `A..B` to sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyRange {
+    pub from: usize,
+    pub to: usize,
+}
+
+impl std::str::FromStr for ConcurrencyRange {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a count"))
+        };
+        let (from, to) = match text.split_once("..") {
+            Some((a, b)) => (number(a)?, number(b.trim_start_matches('='))?),
+            None => (number(text)?, number(text)?),
+        };
+        if from == 0 || from > to || to > 256 {
+            return Err("use N or A..B with 1 <= A <= B <= 256".into());
+        }
+        Ok(Self { from, to })
+    }
+}
+
+/// One step of a sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepStep {
+    pub concurrency: usize,
+    pub realtime_ratio: f64,
+    pub segments_per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// The largest concurrency whose ratio stays within the sizing rule, when
+/// every smaller one does too.
+pub fn sweep_limit(steps: &[SweepStep]) -> Option<usize> {
+    steps
+        .iter()
+        .take_while(|s| s.realtime_ratio <= SIZING_RATIO)
+        .map(|s| s.concurrency)
+        .last()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_ranges_parse() {
+        assert_eq!("3".parse(), Ok(ConcurrencyRange { from: 3, to: 3 }));
+        assert_eq!("1..4".parse(), Ok(ConcurrencyRange { from: 1, to: 4 }));
+        assert_eq!("2..=5".parse(), Ok(ConcurrencyRange { from: 2, to: 5 }));
+        for bad in ["0", "4..2", "x", "1..x", "1..999", ""] {
+            assert!(bad.parse::<ConcurrencyRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_sweep_limit_is_the_last_step_within_the_rule() {
+        let step = |concurrency, realtime_ratio| SweepStep {
+            concurrency,
+            realtime_ratio,
+            segments_per_second: 1.0,
+            p50_ms: 1.0,
+            p95_ms: 1.0,
+        };
+        assert_eq!(
+            sweep_limit(&[step(1, 0.3), step(2, 0.6), step(3, 0.9)]),
+            Some(2)
+        );
+        assert_eq!(sweep_limit(&[step(1, 0.9)]), None);
+        assert_eq!(sweep_limit(&[step(1, 0.5), step(2, 0.8)]), Some(2));
+    }
 
     #[test]
     fn percentiles_pick_ranks() {

@@ -85,3 +85,29 @@ fn csv_has_one_line_per_segment_of_a_cut_input() {
         assert_eq!(row[5], "60");
     }
 }
+
+#[test]
+fn a_sweep_finds_the_largest_concurrency_within_the_sizing_rule() {
+    let clip = common::clip("h264_360p_6s.ts");
+    let json: serde_json::Value = serde_json::from_str(&bench(&[
+        "--input",
+        clip.to_str().unwrap(),
+        "--segments",
+        "1",
+        "--concurrency",
+        "1..2",
+        "--json",
+    ]))
+    .unwrap();
+    let steps = json["sweep"].as_array().unwrap();
+    assert!(!steps.is_empty() && steps.len() <= 2);
+    assert_eq!(steps[0]["concurrency"], 1);
+    // The limit is the last step at or under 0.8, consistent with the steps.
+    let within: Vec<u64> = steps
+        .iter()
+        .take_while(|s| s["realtime_ratio"].as_f64().unwrap() <= 0.8)
+        .map(|s| s["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(json["max_concurrency"].as_u64(), within.last().copied());
+    assert_eq!(json["sizing_ratio"], 0.8);
+}

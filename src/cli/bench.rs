@@ -9,7 +9,12 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::transcode::PipelineArgs;
-use crate::bench::{BenchConfig, BenchReport, load_segments, run, run_ffmpeg_baseline};
+use crate::bench::{
+    BenchConfig, BenchReport, ConcurrencyRange, SIZING_RATIO, SweepStep, load_segments, machine,
+    run, run_ffmpeg_baseline, sweep_limit,
+};
+use crate::pipeline::Backend;
+use crate::pipeline::segmenter::Segment;
 use crate::pipeline::select_backend;
 use crate::protocol::parse_profile_list;
 
@@ -34,9 +39,10 @@ pub(crate) struct BenchArgs {
     /// Segments each session transcodes (cycling through the input's).
     #[arg(long, value_name = "N", default_value_t = 10)]
     segments: usize,
-    /// Sessions transcoding side by side.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    concurrency: usize,
+    /// Sessions transcoding side by side; A..B sweeps them and reports the
+    /// largest that keeps the real-time ratio at or below 0.8.
+    #[arg(long, value_name = "N|A..B", default_value = "1")]
+    concurrency: ConcurrencyRange,
     /// Pace each session's segments at the source's rate, as a live stream arrives.
     #[arg(long)]
     live: bool,
@@ -59,10 +65,6 @@ pub(crate) struct BenchArgs {
 pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.segments >= 1, "--segments must be at least 1");
     anyhow::ensure!(
-        (1..=256).contains(&args.concurrency),
-        "--concurrency must be between 1 and 256"
-    );
-    anyhow::ensure!(
         args.segment_seconds.is_finite() && (0.5..=60.0).contains(&args.segment_seconds),
         "--segment-seconds must be between 0.5 and 60"
     );
@@ -71,7 +73,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         input: args.input.clone(),
         profiles: parse_profile_list(&args.profiles)?,
         segments: args.segments,
-        concurrency: args.concurrency,
+        concurrency: args.concurrency.from,
         live: args.live,
         segment_seconds: args.segment_seconds,
         settings: settings.clone(),
@@ -79,6 +81,13 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     let backend = select_backend(args.pipeline.backend, settings)?;
     let segments = load_segments(&config.input, config.segment_seconds)?;
     tracing::info!(segments = segments.len(), input = %config.input.display(), "input segmented");
+    if args.concurrency.from != args.concurrency.to {
+        anyhow::ensure!(
+            !args.csv && args.baseline.is_none(),
+            "a sweep takes neither --csv nor --baseline"
+        );
+        return sweep(backend, config, &segments, args.concurrency, args.json);
+    }
 
     let total = config.segments * config.concurrency;
     let done = AtomicUsize::new(0);
@@ -119,6 +128,63 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !args.csv {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Runs the workload at each concurrency of `range`, stopping once the ratio
+/// passes the sizing rule (more sessions only get slower).
+fn sweep(
+    backend: std::sync::Arc<dyn Backend>,
+    mut config: BenchConfig,
+    segments: &[Segment],
+    range: ConcurrencyRange,
+    json: bool,
+) -> Result<()> {
+    let mut steps = Vec::new();
+    for concurrency in range.from..=range.to {
+        config.concurrency = concurrency;
+        let report = run(backend.clone(), &config, segments, &|_| {})?;
+        let step = SweepStep {
+            concurrency,
+            realtime_ratio: report.realtime_ratio,
+            segments_per_second: report.segments_per_second,
+            p50_ms: report.p50_ms,
+            p95_ms: report.p95_ms,
+        };
+        if !json {
+            println!(
+                "concurrency {:>3}: real-time ratio {:.3}, {:.2} segments/s, p95 {:.0} ms",
+                step.concurrency, step.realtime_ratio, step.segments_per_second, step.p95_ms
+            );
+        }
+        let over = step.realtime_ratio > SIZING_RATIO;
+        steps.push(step);
+        if over {
+            break;
+        }
+    }
+    let limit = sweep_limit(&steps);
+    if json {
+        let report = serde_json::json!({
+            "backend": backend.name(),
+            "device": backend.device(),
+            "profiles": config.profiles.iter().map(|p| p.name).collect::<Vec<_>>(),
+            "sizing_ratio": SIZING_RATIO,
+            "max_concurrency": limit,
+            "sweep": steps,
+            "machine": machine(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match limit {
+            Some(n) => {
+                println!("largest concurrency within a real-time ratio of {SIZING_RATIO}: {n}")
+            }
+            None => println!(
+                "even one session exceeds a real-time ratio of {SIZING_RATIO} on this machine"
+            ),
+        }
     }
     Ok(())
 }
