@@ -8,12 +8,16 @@
 //! | [`proto`] | the generated `net` wire types and gRPC service (`proto/net.proto`) |
 //! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids |
 //! | [`eth`] | keccak256, secp256k1 signing and recovery, EIP-55, V3 keystores |
-//! | [`chain`] | the [`chain::Chain`] trait and the embedded [`chain::Ledger`] |
-//! | [`tls`] | per-start self-signed certificates; the name-only client verifier |
-//! | [`orchestrator`] | `GetTranscoder` verification (plain) and its tonic service (edge) |
-//! | [`transcoder`] | the HTTP routes of a node (`/healthz`, `/segment`) |
-//! | [`server`] | one TLS listener serving gRPC and HTTP, graceful shutdown |
-//! | [`cli`] | the `lpgpu` command line: flags, environment, config file |
+//! | [`chain`] | the [`chain::Chain`] trait, the embedded [`chain::Ledger`], [`chain::Ethereum`] (alloy) |
+//! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
+//! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
+//! | [`transcoder`] | `/segment` verification (plain), the handler, the `/stream/` store, `/healthz`, `/readyz` |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait, ladder arithmetic, the CPU backend, the segmenter, the demo clip |
+//! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
+//! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
+//! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
+//! | [`server`] | one TLS listener serving gRPC and HTTP, the metrics listener, graceful shutdown |
+//! | [`cli`] | the `lpgpu` command line: flags, environment, config file (`anyhow` lives here) |
 //!
 //! # Rules
 //!
@@ -22,7 +26,9 @@
 //! - `unsafe` is denied crate-wide (`Cargo.toml [lints]`).
 //! - A private key is never logged or printed: [`eth::PrivateKey`]'s `Debug`
 //!   shows only its address.
-//! - Pipeline, broadcaster, metrics and bench modules arrive with their issues.
+//! - CPU work (key derivation, hashing bodies, decode/scale/encode, ledger file
+//!   I/O) runs on blocking threads, never on the async executor; queues are
+//!   bounded. The GPU backend does not exist yet (`--backend gpu` says so).
 
 pub mod bench;
 pub mod broadcaster;

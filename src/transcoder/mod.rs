@@ -451,29 +451,25 @@ fn protobuf(result: TranscodeResult) -> Response {
 }
 
 /// lpgpu's inline answer: one `video/MP2T` part per rendition, in job order.
+/// The body streams the renditions' own buffers: no rendition is copied.
 fn multipart_response(transcoded: &Transcoded) -> Response {
     let boundary = hex::encode(rand::random::<[u8; 12]>());
-    let size: usize = transcoded
-        .renditions
-        .iter()
-        .map(|r| r.data.len() + 160)
-        .sum();
-    let mut body = BytesMut::with_capacity(size + 64);
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(3 * transcoded.renditions.len() + 1);
     for rendition in &transcoded.renditions {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Type: video/MP2T\r\nRendition-Name: {}\r\nContent-Length: {}\r\n\r\n",
-                rendition.profile.name,
-                rendition.data.len()
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&rendition.data);
-        body.extend_from_slice(b"\r\n");
+        chunks.push(Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: video/MP2T\r\nRendition-Name: {}\r\nContent-Length: {}\r\n\r\n",
+            rendition.profile.name,
+            rendition.data.len()
+        )));
+        chunks.push(rendition.data.clone());
+        chunks.push(Bytes::from_static(b"\r\n"));
     }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    chunks.push(Bytes::from(format!("--{boundary}--\r\n")));
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
     let content_type = format!("multipart/mixed; boundary={boundary}");
-    ([(header::CONTENT_TYPE, content_type)], body.freeze()).into_response()
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Reads the body up to `limit` bytes, hashing it on a blocking thread as the
