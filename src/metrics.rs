@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The window of `lpgpu_realtime_ratio`.
@@ -33,6 +33,7 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     pub get_transcoder: IntCounterVec,
     pub backend_info: IntGaugeVec,
+    pub gpu_fallbacks: IntCounter,
     /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
     pub gpu_utilization: GaugeVec,
     realtime_ratio: Gauge,
@@ -166,6 +167,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let gpu_fallbacks = r.add(
+            "lpgpu_gpu_fallbacks_total",
+            IntCounter::new(
+                "lpgpu_gpu_fallbacks_total",
+                "Segments the GPU backend could not transcode and handed to the CPU.",
+            )
+            .expect("valid metric"),
+        );
         let realtime_ratio = r.add(
             "lpgpu_realtime_ratio",
             Gauge::new(
@@ -186,6 +195,7 @@ impl Metrics {
             rejections,
             get_transcoder,
             backend_info,
+            gpu_fallbacks,
             gpu_utilization,
             realtime_ratio,
             transcoded: Arc::default(),

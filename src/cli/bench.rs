@@ -78,7 +78,11 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         segment_seconds: args.segment_seconds,
         settings: settings.clone(),
     };
-    let backend = select_backend(args.pipeline.backend, settings)?;
+    let backend = select_backend(
+        args.pipeline.backend,
+        settings,
+        &args.pipeline.gpu_options()?,
+    )?;
     let segments = load_segments(&config.input, config.segment_seconds)?;
     tracing::info!(segments = segments.len(), input = %config.input.display(), "input segmented");
     if args.concurrency.from != args.concurrency.to {

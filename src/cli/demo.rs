@@ -59,7 +59,11 @@ impl Drop for Scratch {
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let profiles = parse_profile_list(&args.profiles)?;
-    let backend = select_backend(args.pipeline.backend, args.pipeline.settings()?)?;
+    let backend = select_backend(
+        args.pipeline.backend,
+        args.pipeline.settings()?,
+        &args.pipeline.gpu_options()?,
+    )?;
     let scratch = Scratch(std::env::temp_dir().join(format!("lpgpu-demo-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0)
         .with_context(|| format!("creating {}", scratch.0.display()))?;

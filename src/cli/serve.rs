@@ -189,11 +189,15 @@ fn transcoder_config(
     orchestrator: Address,
     signer: Option<Arc<PrivateKey>>,
     service_uri: String,
+    backend_capacity: Option<usize>,
 ) -> Result<TranscoderConfig> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let max_sessions = segments.max_sessions.unwrap_or(cores);
+    // A GPU backend is sized by its GPUs; the CPU by its cores.
+    let max_sessions = segments
+        .max_sessions
+        .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
     anyhow::ensure!(max_sessions >= 1, "--max-sessions must be at least 1");
     anyhow::ensure!(
         segments.max_segment_bytes >= 1,
@@ -232,6 +236,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         Role::Node { segments, .. } | Role::Transcoder { segments, .. } => Some(select_backend(
             segments.pipeline.backend,
             segments.pipeline.settings()?,
+            &segments.pipeline.gpu_options()?,
         )?),
         Role::Orchestrator { .. } => None,
     };
@@ -254,8 +259,9 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let (orchestrator, transcoder) = match role {
             Role::Node { key, transcoder_uri, segments } => {
                 let handed_out = transcoder_uri.unwrap_or_else(|| own_uri.clone());
-                let config = transcoder_config(&segments, key.address(), Some(key.clone()), own_uri.clone())?;
                 let backend = backend.expect("nodes transcode");
+                let config = transcoder_config(&segments, key.address(), Some(key.clone()), own_uri.clone(),
+                    backend.capacity())?;
                 tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out, backend = backend.name(),
                     max_sessions = config.max_sessions, "node identity");
                 let transcoder = Transcoder::new(config, chain_reader.clone(), backend, metrics.clone());
@@ -267,8 +273,9 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
                 (Some(OrchestratorService::new(key, chain_reader, &transcoder_uri, metrics.clone())), None)
             }
             Role::Transcoder { orchestrator, signer, segments } => {
-                let config = transcoder_config(&segments, orchestrator, signer, own_uri.clone())?;
                 let backend = backend.expect("transcoders transcode");
+                let config = transcoder_config(&segments, orchestrator, signer, own_uri.clone(),
+                    backend.capacity())?;
                 tracing::info!(%orchestrator, backend = backend.name(), max_sessions = config.max_sessions,
                     "transcoder identity");
                 (None, Some(Arc::new(Transcoder::new(config, chain_reader, backend, metrics.clone()))))

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::pipeline::{BackendChoice, EncoderSettings, select_backend};
+use crate::pipeline::{BackendChoice, EncoderSettings, GpuOptions, select_backend};
 use crate::protocol::parse_profile_list;
 
 /// The pipeline flags shared by `node`, `transcoder`, `transcode` and `bench`.
@@ -27,9 +27,31 @@ pub(crate) struct PipelineArgs {
     /// VBV buffer size as a multiple of the profile bitrate (maxrate = bitrate).
     #[arg(long, value_name = "FACTOR", default_value_t = 2.0)]
     pub bufsize_factor: f64,
+    /// GPUs to use, by CUDA ordinal (e.g. 0,1); all of them by default.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub gpus: Option<Vec<usize>>,
+    /// Segments transcoded at once on each GPU.
+    #[arg(long, value_name = "N", default_value_t = crate::pipeline::gpu::DEFAULT_SESSIONS_PER_GPU)]
+    pub max_sessions_per_gpu: usize,
+    /// Transcode a built-in clip on each GPU at start-up and refuse a GPU
+    /// that fails it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gpu_self_test: bool,
 }
 
 impl PipelineArgs {
+    pub fn gpu_options(&self) -> Result<GpuOptions> {
+        anyhow::ensure!(
+            self.max_sessions_per_gpu >= 1,
+            "--max-sessions-per-gpu must be at least 1"
+        );
+        Ok(GpuOptions {
+            gpus: self.gpus.clone(),
+            max_sessions_per_gpu: self.max_sessions_per_gpu,
+            self_test: self.gpu_self_test,
+        })
+    }
+
     pub fn settings(&self) -> Result<EncoderSettings> {
         anyhow::ensure!(
             self.gop_seconds.is_finite() && (0.1..=60.0).contains(&self.gop_seconds),
@@ -80,7 +102,11 @@ pub(crate) struct TranscodeArgs {
 
 pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
     let profiles = parse_profile_list(&args.profiles)?;
-    let backend = select_backend(args.pipeline.backend, args.pipeline.settings()?)?;
+    let backend = select_backend(
+        args.pipeline.backend,
+        args.pipeline.settings()?,
+        &args.pipeline.gpu_options()?,
+    )?;
     let segment =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let started = Instant::now();

@@ -36,15 +36,15 @@ pub(crate) fn init_ffmpeg() {
     });
 }
 
-fn to_ff(r: Rational) -> ffmpeg::Rational {
+pub(super) fn to_ff(r: Rational) -> ffmpeg::Rational {
     ffmpeg::Rational::new(r.num, r.den)
 }
 
-fn from_ff(r: ffmpeg::Rational) -> Rational {
+pub(super) fn from_ff(r: ffmpeg::Rational) -> Rational {
     Rational::new(r.numerator(), r.denominator())
 }
 
-fn internal(context: &str) -> impl Fn(ffmpeg::Error) -> TranscodeError + '_ {
+pub(super) fn internal(context: &str) -> impl Fn(ffmpeg::Error) -> TranscodeError + '_ {
     move |e| TranscodeError::Internal(format!("{context}: {e}"))
 }
 
@@ -120,15 +120,26 @@ impl SharedBuffer {
 
 /// What a profile's worker needs to know, as plain values.
 #[derive(Debug, Clone)]
-struct RungPlan {
-    profile: Profile,
-    time_base: Rational,
-    source_rate: Option<Rational>,
-    settings: EncoderSettings,
+pub(super) struct RungPlan {
+    pub profile: Profile,
+    pub time_base: Rational,
+    pub source_rate: Option<Rational>,
+    pub settings: EncoderSettings,
+}
+
+impl RungPlan {
+    /// The rendition's frame rate: the profile's, never above the source's.
+    pub fn output_rate(&self) -> Rational {
+        output_frame_rate(self.source_rate, self.profile.fps)
+    }
+
+    pub fn decimator(&self) -> FrameDecimator {
+        FrameDecimator::new(self.source_rate, self.output_rate(), self.time_base)
+    }
 }
 
 /// A worker's result: the encoder's stream parameters and its packets.
-struct EncodedRung {
+pub(super) struct EncodedRung {
     profile: Profile,
     parameters: codec::Parameters,
     /// The packets' time base: the source video stream's.
@@ -141,10 +152,103 @@ struct EncodedRung {
 }
 
 /// The audio track copied into every rendition.
-struct AudioTrack {
+pub(super) struct AudioTrack {
     parameters: codec::Parameters,
     time_base: ffmpeg::Rational,
-    packets: Vec<Packet>,
+    pub packets: Vec<Packet>,
+}
+
+/// A segment opened for reading: its video stream's facts and, once the
+/// packets are read, its audio.
+pub(super) struct SourceSegment {
+    pub input: format::context::Input,
+    pub video_index: usize,
+    pub time_base: Rational,
+    pub source_rate: Option<Rational>,
+    pub codec: codec::Id,
+    pub parameters: codec::Parameters,
+    pub audio: Option<AudioTrack>,
+    pub audio_index: Option<usize>,
+}
+
+impl SourceSegment {
+    pub fn open(segment: Bytes) -> Result<Self, TranscodeError> {
+        if segment.is_empty() {
+            return Err(TranscodeError::Undecodable("the segment is empty".into()));
+        }
+        let io = format::context::StreamIo::from_read_seek(Cursor::new(segment))
+            .map_err(internal("setting up in-memory input"))?;
+        let input = format::input_from_stream(io, None, None).map_err(|e| {
+            TranscodeError::Undecodable(format!("not a container FFmpeg reads: {e}"))
+        })?;
+        let video = input
+            .streams()
+            .best(media::Type::Video)
+            .ok_or_else(|| TranscodeError::Undecodable("the segment has no video stream".into()))?;
+        let video_index = video.index();
+        let time_base = from_ff(video.time_base());
+        let source_rate = [video.avg_frame_rate(), video.rate()]
+            .into_iter()
+            .map(from_ff)
+            .find(|r| r.num > 0 && r.den > 0 && r.as_f64() < 1000.0);
+        let parameters = video.parameters();
+        let codec = parameters.id();
+        let audio = input
+            .streams()
+            .best(media::Type::Audio)
+            .map(|s| AudioTrack {
+                parameters: s.parameters(),
+                time_base: s.time_base(),
+                packets: Vec::new(),
+            });
+        let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());
+        Ok(Self {
+            input,
+            video_index,
+            time_base,
+            source_rate,
+            codec,
+            parameters,
+            audio,
+            audio_index,
+        })
+    }
+
+    /// The plans of the profiles asked for.
+    pub fn plans(&self, profiles: &[Profile], settings: &EncoderSettings) -> Vec<RungPlan> {
+        profiles
+            .iter()
+            .map(|&profile| RungPlan {
+                profile,
+                time_base: self.time_base,
+                source_rate: self.source_rate,
+                settings: settings.clone(),
+            })
+            .collect()
+    }
+
+    /// Seconds of video between the first and last picture, plus one frame.
+    pub fn seconds(&self, first_last: (Option<i64>, Option<i64>), frames: u64) -> f64 {
+        let frame_seconds = self.source_rate.map_or(0.0, |r| 1.0 / r.as_f64());
+        match first_last {
+            (Some(first), Some(last)) => {
+                (last - first) as f64 * self.time_base.as_f64() + frame_seconds
+            }
+            _ => frames as f64 * frame_seconds,
+        }
+    }
+
+    /// Muxes each rung with this segment's audio.
+    pub fn mux_all(
+        &self,
+        encoded: Vec<Result<EncodedRung, TranscodeError>>,
+    ) -> Result<Vec<Rendition>, TranscodeError> {
+        let mut renditions = Vec::with_capacity(encoded.len());
+        for rung in encoded {
+            renditions.push(mux_rendition(rung?, self.audio.as_ref())?);
+        }
+        Ok(renditions)
+    }
 }
 
 fn transcode_segment(
@@ -152,26 +256,10 @@ fn transcode_segment(
     profiles: &[Profile],
     settings: &EncoderSettings,
 ) -> Result<Transcoded, TranscodeError> {
-    if segment.is_empty() {
-        return Err(TranscodeError::Undecodable("the segment is empty".into()));
-    }
-    let io = format::context::StreamIo::from_read_seek(Cursor::new(segment))
-        .map_err(internal("setting up in-memory input"))?;
-    let mut input = format::input_from_stream(io, None, None)
-        .map_err(|e| TranscodeError::Undecodable(format!("not a container FFmpeg reads: {e}")))?;
-
-    let video = input
-        .streams()
-        .best(media::Type::Video)
-        .ok_or_else(|| TranscodeError::Undecodable("the segment has no video stream".into()))?;
-    let video_index = video.index();
-    let time_base = from_ff(video.time_base());
-    let source_rate = [video.avg_frame_rate(), video.rate()]
-        .into_iter()
-        .map(from_ff)
-        .find(|r| r.num > 0 && r.den > 0 && r.as_f64() < 1000.0);
-    let mut decoder_context = codec::context::Context::from_parameters(video.parameters())
-        .map_err(|e| TranscodeError::Undecodable(format!("video stream parameters: {e}")))?;
+    let mut source = SourceSegment::open(segment)?;
+    let mut decoder_context =
+        codec::context::Context::from_parameters(source.parameters.clone())
+            .map_err(|e| TranscodeError::Undecodable(format!("video stream parameters: {e}")))?;
     decoder_context.set_threading(codec::threading::Config {
         count: settings.threads,
         ..codec::threading::Config::kind(codec::threading::Type::Frame)
@@ -179,26 +267,9 @@ fn transcode_segment(
     let mut decoder = decoder_context.decoder().video().map_err(|e| {
         TranscodeError::Undecodable(format!("no decoder for this video codec: {e}"))
     })?;
+    let (video_index, audio_index) = (source.video_index, source.audio_index);
 
-    let mut audio = input
-        .streams()
-        .best(media::Type::Audio)
-        .map(|s| AudioTrack {
-            parameters: s.parameters(),
-            time_base: s.time_base(),
-            packets: Vec::new(),
-        });
-    let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());
-
-    let plans: Vec<RungPlan> = profiles
-        .iter()
-        .map(|&profile| RungPlan {
-            profile,
-            time_base,
-            source_rate,
-            settings: settings.clone(),
-        })
-        .collect();
+    let plans = source.plans(profiles, settings);
 
     let mut decoded_frames = 0u64;
     let mut first_pts: Option<i64> = None;
@@ -238,7 +309,7 @@ fn transcode_segment(
         };
 
         let mut decode_result = Ok(());
-        let mut packets = input.packets();
+        let mut packets = source.input.packets();
         for (stream, packet) in &mut packets {
             if stream.index() == video_index {
                 // A corrupt packet is skipped; a segment in which nothing
@@ -247,7 +318,7 @@ fn transcode_segment(
                     decode_result = drain_decoder(&mut decoder, &mut fan_out);
                 }
             } else if Some(stream.index()) == audio_index
-                && let Some(track) = audio.as_mut()
+                && let Some(track) = source.audio.as_mut()
             {
                 track.packets.push(packet);
             }
@@ -281,19 +352,13 @@ fn transcode_segment(
         ));
     }
 
-    let mut renditions = Vec::with_capacity(encoded.len());
-    for rung in encoded {
-        renditions.push(mux_rendition(rung?, audio.as_ref())?);
-    }
-    let frame_seconds = source_rate.map_or(0.0, |r| 1.0 / r.as_f64());
-    let source_seconds = match (first_pts, last_pts) {
-        (Some(first), Some(last)) => (last - first) as f64 * time_base.as_f64() + frame_seconds,
-        _ => decoded_frames as f64 * frame_seconds,
-    };
+    let renditions = source.mux_all(encoded)?;
     Ok(Transcoded {
         renditions,
-        source_seconds,
+        source_seconds: source.seconds((first_pts, last_pts), decoded_frames),
         source_frames: decoded_frames,
+        backend: "cpu",
+        fallback: None,
     })
 }
 
@@ -325,27 +390,107 @@ fn drain_decoder(
     }
 }
 
+/// One rendition's libx264 encoder: frames in (any size-matching pixel
+/// format the encoder was opened with), packets collected. Shared by the CPU
+/// backend and the GPU backend's hybrid path, so both encode alike.
+pub(super) struct RungEncoder {
+    plan: RungPlan,
+    encoder: encoder::Video,
+    packets: Vec<Packet>,
+    width: u32,
+    height: u32,
+    frames: u64,
+    frame_ticks: i64,
+    next_pts: Option<i64>,
+    busy: std::time::Duration,
+}
+
+impl RungEncoder {
+    pub fn open(
+        plan: RungPlan,
+        width: u32,
+        height: u32,
+        format: Pixel,
+    ) -> Result<Self, TranscodeError> {
+        let out_rate = plan.output_rate();
+        let encoder = open_encoder(&plan, width, height, out_rate, format)?;
+        let frame_ticks = (1.0 / (out_rate.as_f64() * plan.time_base.as_f64()))
+            .round()
+            .max(1.0) as i64;
+        Ok(Self {
+            plan,
+            encoder,
+            packets: Vec::new(),
+            width,
+            height,
+            frames: 0,
+            frame_ticks,
+            next_pts: None,
+            busy: std::time::Duration::ZERO,
+        })
+    }
+
+    /// Encodes one picture of the encoder's size and format; `pts` is the
+    /// source's timestamp (invented from the frame rate where it has none).
+    pub fn encode(
+        &mut self,
+        picture: &mut frame::Video,
+        pts: Option<i64>,
+    ) -> Result<(), TranscodeError> {
+        let started = std::time::Instant::now();
+        let pts = pts.or(self.next_pts).unwrap_or(0);
+        self.next_pts = Some(pts + self.frame_ticks);
+        picture.set_pts(Some(pts));
+        if self.frames == 0 {
+            picture.set_kind(picture::Type::I);
+        }
+        self.frames += 1;
+        self.encoder
+            .send_frame(picture)
+            .map_err(internal("encoding"))?;
+        drain_encoder(&mut self.encoder, &mut self.packets)?;
+        self.busy += started.elapsed();
+        Ok(())
+    }
+
+    /// Flushes the encoder; `extra_seconds` is work done for this rung
+    /// elsewhere (scaling), counted in its encode time.
+    pub fn finish(mut self, extra_seconds: f64) -> Result<EncodedRung, TranscodeError> {
+        self.encoder
+            .send_eof()
+            .map_err(internal("flushing the encoder"))?;
+        drain_encoder(&mut self.encoder, &mut self.packets)?;
+        let parameters = codec::Parameters::from(&self.encoder);
+        Ok(EncodedRung {
+            profile: self.plan.profile,
+            parameters,
+            time_base: to_ff(self.plan.time_base),
+            packets: self.packets,
+            width: self.width,
+            height: self.height,
+            frames: self.frames,
+            encode_seconds: self.busy.as_secs_f64() + extra_seconds,
+        })
+    }
+}
+
+/// No frame reached a worker: the decoder failed first, and says why.
+pub(super) fn nothing_decoded() -> TranscodeError {
+    TranscodeError::Undecodable("no picture in the segment decodes".into())
+}
+
 /// One profile's worker: scale, drop frames down to the profile's rate, encode.
 fn encode_rung(
     plan: RungPlan,
     frames: Receiver<Arc<frame::Video>>,
 ) -> Result<EncodedRung, TranscodeError> {
-    let out_rate = output_frame_rate(plan.source_rate, plan.profile.fps);
-    let mut decimator = FrameDecimator::new(plan.source_rate, out_rate, plan.time_base);
-    let mut state: Option<(encoder::Video, scaling::Context, (Pixel, u32, u32))> = None;
-    let mut packets = Vec::new();
-    let (mut width, mut height, mut count) = (0, 0, 0u64);
-    let frame_ticks = (1.0 / (out_rate.as_f64() * plan.time_base.as_f64()))
-        .round()
-        .max(1.0) as i64;
-    let mut next_pts: Option<i64> = None;
-
-    let mut busy = std::time::Duration::ZERO;
+    let mut decimator = plan.decimator();
+    let mut state: Option<(RungEncoder, scaling::Context, (Pixel, u32, u32))> = None;
+    let mut scaling_time = std::time::Duration::ZERO;
     for source in frames {
         if !decimator.keep(source.pts()) {
             continue;
         }
-        let started = std::time::Instant::now();
         let shape = (source.format(), source.width(), source.height());
         if state.is_none() {
             let (w, h) = fit_in_box(
@@ -355,55 +500,29 @@ fn encode_rung(
                 plan.profile.width,
                 plan.profile.height,
             );
-            (width, height) = (w, h);
-            let encoder = open_encoder(&plan, w, h, out_rate)?;
+            let encoder = RungEncoder::open(plan.clone(), w, h, Pixel::YUV420P)?;
             let scaler = new_scaler(shape, w, h)?;
             state = Some((encoder, scaler, shape));
         }
         let (encoder, scaler, scaler_shape) = state.as_mut().expect("set above");
+        let started = std::time::Instant::now();
         if *scaler_shape != shape {
             // The picture changed size or format mid-segment: rescale to the same output.
-            *scaler = new_scaler(shape, width, height)?;
+            *scaler = new_scaler(shape, encoder.width, encoder.height)?;
             *scaler_shape = shape;
         }
         let mut scaled = frame::Video::empty();
         scaler
             .run(&source, &mut scaled)
             .map_err(internal("scaling"))?;
+        scaling_time += started.elapsed();
         // Keep the source's timestamps; invent them only where it has none.
-        let pts = source.pts().or(next_pts).unwrap_or(0);
-        next_pts = Some(pts + frame_ticks);
-        scaled.set_pts(Some(pts));
-        if count == 0 {
-            scaled.set_kind(picture::Type::I);
-        }
-        count += 1;
-        encoder.send_frame(&scaled).map_err(internal("encoding"))?;
-        drain_encoder(encoder, &mut packets)?;
-        busy += started.elapsed();
+        encoder.encode(&mut scaled, source.pts())?;
     }
-
-    let Some((mut encoder, _, _)) = state else {
-        // No frame reached this worker: the decoder failed first, and says why.
-        return Err(TranscodeError::Undecodable(
-            "no picture in the segment decodes".into(),
-        ));
+    let Some((encoder, _, _)) = state else {
+        return Err(nothing_decoded());
     };
-    encoder
-        .send_eof()
-        .map_err(internal("flushing the encoder"))?;
-    drain_encoder(&mut encoder, &mut packets)?;
-    let parameters = codec::Parameters::from(&encoder);
-    Ok(EncodedRung {
-        profile: plan.profile,
-        parameters,
-        time_base: to_ff(plan.time_base),
-        packets,
-        width,
-        height,
-        frames: count,
-        encode_seconds: busy.as_secs_f64(),
-    })
+    encoder.finish(scaling_time.as_secs_f64())
 }
 
 fn new_scaler(
@@ -431,6 +550,7 @@ fn open_encoder(
     width: u32,
     height: u32,
     rate: Rational,
+    format: Pixel,
 ) -> Result<encoder::Video, TranscodeError> {
     let codec = encoder::find_by_name("libx264")
         .ok_or_else(|| TranscodeError::Internal("this FFmpeg has no libx264 encoder".into()))?;
@@ -441,7 +561,7 @@ fn open_encoder(
     let settings = &plan.settings;
     encoder.set_width(width);
     encoder.set_height(height);
-    encoder.set_format(Pixel::YUV420P);
+    encoder.set_format(format);
     encoder.set_aspect_ratio(ffmpeg::Rational::new(1, 1));
     encoder.set_time_base(to_ff(plan.time_base));
     encoder.set_frame_rate(Some(to_ff(rate)));
@@ -487,7 +607,7 @@ fn drain_encoder(
 
 /// Muxes one rung's packets, with the audio, into MPEG-TS in memory.
 /// Interleaving sorts video and audio by decoding time.
-fn mux_rendition(
+pub(super) fn mux_rendition(
     rung: EncodedRung,
     audio: Option<&AudioTrack>,
 ) -> Result<Rendition, TranscodeError> {

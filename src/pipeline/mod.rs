@@ -1,12 +1,15 @@
 //! The transcoding pipeline: MPEG-TS segment in, one H.264 MPEG-TS rendition
 //! per profile out.
 //!
-//! [`Backend`] is the one interface; [`cpu::CpuBackend`] (ffmpeg-next:
-//! libavformat, libavcodec, swscale, libx264) is the backend built so far.
-//! Backends run on the caller's thread (and threads of their own): callers keep
-//! them off the async executor. [`ladder`] holds the plain arithmetic.
+//! [`Backend`] is the one interface, with two implementations:
+//! [`cpu::CpuBackend`] (ffmpeg-next: libavformat, libavcodec, swscale,
+//! libx264) and [`gpu::GpuBackend`] (NVDEC, CUDA resize kernels, NVENC or
+//! libx264), chosen at run time by [`select_backend`]. Backends run on the
+//! caller's thread (and threads of their own): callers keep them off the
+//! async executor. [`ladder`] holds the plain arithmetic.
 
 pub mod cpu;
+pub mod gpu;
 pub mod ladder;
 pub mod segmenter;
 pub mod testclip;
@@ -70,6 +73,11 @@ pub struct Transcoded {
     /// Seconds of video in the source segment (0 when unknown).
     pub source_seconds: f64,
     pub source_frames: u64,
+    /// The backend that made these renditions (`gpu`, or `cpu` when the GPU
+    /// backend handed the segment to the CPU).
+    pub backend: &'static str,
+    /// Why the GPU backend handed this segment to the CPU, when it did.
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -116,6 +124,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn device(&self) -> String;
     fn transcode(&self, segment: Bytes, profiles: &[Profile])
     -> Result<Transcoded, TranscodeError>;
+    /// Segments it is sized to transcode at once, when it knows (the GPU
+    /// backend: GPUs × `--max-sessions-per-gpu`); the default of
+    /// `--max-sessions` follows it.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// `--backend`.
@@ -133,23 +147,50 @@ pub enum BackendError {
     GpuUnavailable(String),
 }
 
-/// Why there is no GPU backend on this build.
-const GPU_NOT_BUILT: &str = "the GPU pipeline (NVDEC, CUDA scaling, NVENC) is not built yet";
+/// The GPU flags (`--gpus`, `--max-sessions-per-gpu`, `--gpu-self-test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Device ordinals to use; all when None.
+    pub gpus: Option<Vec<usize>>,
+    /// Segments transcoded at once on one GPU.
+    pub max_sessions_per_gpu: usize,
+    /// Transcode a built-in clip on each GPU at start-up and refuse a GPU
+    /// that fails.
+    pub self_test: bool,
+}
 
-/// Picks the backend for `--backend`.
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            gpus: None,
+            max_sessions_per_gpu: gpu::DEFAULT_SESSIONS_PER_GPU,
+            self_test: true,
+        }
+    }
+}
+
+/// Picks the backend for `--backend`: `gpu` fails saying what is missing,
+/// `auto` falls back to the CPU and logs why.
 pub fn select_backend(
     choice: BackendChoice,
     settings: EncoderSettings,
+    gpu_options: &GpuOptions,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     match choice {
-        BackendChoice::Gpu => Err(BackendError::GpuUnavailable(GPU_NOT_BUILT.into())),
-        BackendChoice::Auto => {
-            tracing::info!("backend: using the CPU because {GPU_NOT_BUILT}");
-            Ok(Arc::new(cpu::CpuBackend::new(settings)))
-        }
         BackendChoice::Cpu => {
             tracing::info!("backend: CPU, as --backend cpu asks");
             Ok(Arc::new(cpu::CpuBackend::new(settings)))
         }
+        BackendChoice::Gpu => match gpu::GpuBackend::open(settings, gpu_options) {
+            Ok(backend) => Ok(Arc::new(backend)),
+            Err(e) => Err(BackendError::GpuUnavailable(e.to_string())),
+        },
+        BackendChoice::Auto => match gpu::GpuBackend::open(settings.clone(), gpu_options) {
+            Ok(backend) => Ok(Arc::new(backend)),
+            Err(e) => {
+                tracing::info!("backend: using the CPU because the GPU is not usable: {e}");
+                Ok(Arc::new(cpu::CpuBackend::new(settings)))
+            }
+        },
     }
 }

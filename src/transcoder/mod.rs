@@ -312,10 +312,20 @@ impl Transcoder {
         let seq = verified.segment.seq;
         let outcome = match tokio::time::timeout(self.config.transcode_timeout, work).await {
             Ok(Ok((result, elapsed, signature))) => {
+                let backend = result.as_ref().map_or(self.backend.name(), |t| t.backend);
                 self.metrics
                     .transcode_seconds
-                    .with_label_values(&[self.backend.name()])
+                    .with_label_values(&[backend])
                     .observe(elapsed.as_secs_f64());
+                if let Ok(Transcoded {
+                    fallback: Some(why),
+                    ..
+                }) = &result
+                {
+                    tracing::warn!(job = verified.job.id, seq = verified.segment.seq, %why,
+                        "segment transcoded on the CPU after the GPU failed");
+                    self.metrics.gpu_fallbacks.inc();
+                }
                 result.map(|t| (t, signature))
             }
             Ok(Err(join_error)) => Err(TranscodeError::Internal(format!(

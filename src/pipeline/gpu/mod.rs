@@ -1,0 +1,552 @@
+//! The GPU backend: NVDEC decodes, lpgpu's CUDA kernels scale every rung on
+//! the device, and libx264 encodes the scaled pictures on CPU threads (the
+//! hybrid path; NVENC is detected per GPU, see below).
+//!
+//! Nothing here is needed to build: the CUDA driver (cudarc, dynamic
+//! loading), `libnvcuvid` and `libnvidia-encode` are opened at run time, and
+//! whatever is missing is a [`GpuError`] that says so: `--backend gpu` fails
+//! with it, `--backend auto` logs it and uses the CPU.
+//!
+//! Layout: `sys` (bindgen types), `cuda` (driver, kernels), `nvdec`, `nvenc`
+//! (the C APIs behind safe owning types; the only modules allowed `unsafe`),
+//! `resize` (the filter and its CPU reference, plain code), `segment` (one
+//! segment through the GPU), and here the rig: which GPUs, how many
+//! segments each, least-loaded placement, the start-up self-test, CPU retry
+//! and context rebuilds after CUDA errors.
+//!
+//! NVENC: each GPU is asked by opening a session. Data-centre cards (H100,
+//! H200, A100) answer "unsupported device". On cards that have it, lpgpu
+//! counts sessions per GPU but still encodes with libx264: the NVENC encode
+//! itself is not built yet (said in the README).
+
+pub mod cuda;
+pub mod nvdec;
+pub mod nvenc;
+pub mod resize;
+mod segment;
+mod sys;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use self::cuda::DeviceRuntime;
+use self::nvdec::{Codec, DecoderPool};
+use self::nvenc::{EncoderSessions, NvencSupport};
+use self::segment::SegmentFailure;
+use super::cpu::CpuBackend;
+use super::{Backend, EncoderSettings, GpuOptions, TranscodeError, Transcoded};
+use crate::protocol::Profile;
+
+/// Segments transcoded at once on one GPU unless `--max-sessions-per-gpu`
+/// says otherwise: enough to keep several NVDEC engines busy while the
+/// encoders work on the CPU.
+pub const DEFAULT_SESSIONS_PER_GPU: usize = 8;
+
+/// Encoder sessions lpgpu allows itself per GPU where NVENC exists (consumer
+/// drivers cap sessions per system at 8 to 12).
+const NVENC_SESSIONS_PER_GPU: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GpuError {
+    #[error("no NVIDIA driver: {0}")]
+    DriverMissing(String),
+    #[error("NVIDIA driver too old: {0}")]
+    DriverTooOld(String),
+    #[error("the NVIDIA driver reports no GPU")]
+    NoDevice,
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    #[error("CUDA kernels: {0}")]
+    Kernel(String),
+    #[error("NVDEC unavailable: {0}")]
+    NvdecMissing(String),
+    #[error("NVDEC: {0}")]
+    Nvdec(String),
+    #[error("NVDEC cannot decode this stream: {0}")]
+    NvdecUnsupported(String),
+    #[error("encoder session limit reached ({0} per GPU)")]
+    EncoderSessionLimit(usize),
+    #[error("GPU {ordinal} failed its self-test: {why}")]
+    SelfTest { ordinal: usize, why: String },
+    #[error("--gpus: {0}")]
+    BadSelection(String),
+    #[error("no usable GPU: {0}")]
+    NoUsableGpu(String),
+}
+
+/// A GPU's context with the decoders made in it. Decoders go first: they
+/// must be destroyed while their context lives.
+pub struct Device {
+    decoders: DecoderPool,
+    runtime: DeviceRuntime,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("ordinal", &self.runtime.ordinal)
+            .field("idle_decoders", &self.decoders.idle())
+            .finish()
+    }
+}
+
+impl Device {
+    fn open(ordinal: usize) -> Result<Self, GpuError> {
+        let runtime = DeviceRuntime::open(ordinal)?;
+        runtime.bind()?;
+        Ok(Self {
+            decoders: DecoderPool::default(),
+            runtime,
+        })
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // nvcuvid frees decoders in the current context.
+        let _ = self.runtime.bind();
+        self.decoders.clear();
+    }
+}
+
+/// One GPU of the rig: its device (rebuilt after a context-breaking error),
+/// its capacity and what it can do.
+#[derive(Debug)]
+struct GpuSlot {
+    ordinal: usize,
+    name: String,
+    device: Mutex<Option<Arc<Device>>>,
+    in_flight: AtomicUsize,
+    capacity: usize,
+    usable: AtomicBool,
+    nvdec_engines: u32,
+    nvenc: NvencSupport,
+    encoder_sessions: Arc<EncoderSessions>,
+}
+
+impl GpuSlot {
+    /// The device, reopened if an error dropped it.
+    fn device(&self) -> Result<Arc<Device>, GpuError> {
+        let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(device) = device.as_ref() {
+            return Ok(device.clone());
+        }
+        tracing::warn!(gpu = self.ordinal, "rebuilding the CUDA context");
+        let opened = Arc::new(Device::open(self.ordinal)?);
+        *device = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// After a failed segment: if the context is broken, drop it so the next
+    /// segment builds a fresh one; if that cannot be done, stop using the GPU.
+    fn after_error(&self, error: &GpuError) {
+        let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
+        let broken = device
+            .as_ref()
+            .is_none_or(|d| d.runtime.bind().is_err() || !d.runtime.healthy());
+        if broken {
+            tracing::error!(gpu = self.ordinal, %error, "the CUDA context is broken; it will be rebuilt");
+            *device = None;
+            drop(device);
+            if let Err(e) = self.device() {
+                tracing::error!(gpu = self.ordinal, error = %e, "the GPU cannot be reopened; not using it any more");
+                self.usable.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// NVDEC + CUDA + libx264 (or NVENC where present), over one or more GPUs.
+#[derive(Debug)]
+pub struct GpuBackend {
+    slots: Vec<Arc<GpuSlot>>,
+    settings: EncoderSettings,
+    cpu: CpuBackend,
+    released: (Mutex<()>, Condvar),
+}
+
+/// A segment's place on a GPU; frees it on `Drop`.
+struct Placement<'a> {
+    backend: &'a GpuBackend,
+    slot: Arc<GpuSlot>,
+}
+
+impl Drop for Placement<'_> {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let _guard = self.backend.released.0.lock();
+        self.backend.released.1.notify_one();
+    }
+}
+
+/// Picks the least-loaded usable GPU with a free place: the index into
+/// `loads` of (in flight, capacity, usable), or None when all are full.
+fn least_loaded(loads: &[(usize, usize, bool)]) -> Option<usize> {
+    loads
+        .iter()
+        .enumerate()
+        .filter(|(_, (in_flight, capacity, usable))| *usable && in_flight < capacity)
+        .min_by(|(_, a), (_, b)| {
+            // Compare fill ratios: a*cap_b vs b*cap_a, exactly, in integers.
+            (a.0 * b.1).cmp(&(b.0 * a.1))
+        })
+        .map(|(index, _)| index)
+}
+
+impl GpuBackend {
+    /// Finds the GPUs, opens each, checks NVDEC and NVENC, runs the self-test;
+    /// fails saying why no GPU is usable.
+    pub fn open(settings: EncoderSettings, options: &GpuOptions) -> Result<Self, GpuError> {
+        super::cpu::init_ffmpeg();
+        let driver = cuda::probe_driver()?;
+        nvdec::library()?;
+        let ordinals = match &options.gpus {
+            Some(list) if list.is_empty() => {
+                return Err(GpuError::BadSelection("the list is empty".into()));
+            }
+            Some(list) => {
+                if let Some(missing) = list.iter().find(|&&o| o >= driver.devices) {
+                    return Err(GpuError::BadSelection(format!(
+                        "GPU {missing} does not exist (this machine has {})",
+                        driver.devices
+                    )));
+                }
+                list.clone()
+            }
+            None => (0..driver.devices).collect(),
+        };
+        tracing::info!(
+            driver = %cuda::version_text(driver.version),
+            devices = driver.devices,
+            "CUDA driver found"
+        );
+        let capacity = options.max_sessions_per_gpu.max(1);
+        let mut slots = Vec::new();
+        let mut refused = Vec::new();
+        for ordinal in ordinals {
+            match open_slot(ordinal, capacity) {
+                Ok(slot) => slots.push(Arc::new(slot)),
+                Err(e) => {
+                    tracing::warn!(gpu = ordinal, error = %e, "not using this GPU");
+                    refused.push(format!("GPU {ordinal}: {e}"));
+                }
+            }
+        }
+        let backend = Self {
+            slots,
+            cpu: CpuBackend::new(settings.clone()),
+            settings,
+            released: (Mutex::new(()), Condvar::new()),
+        };
+        if options.self_test {
+            backend.self_test(&mut refused);
+        }
+        if backend.usable_gpus() == 0 {
+            return Err(GpuError::NoUsableGpu(refused.join("; ")));
+        }
+        Ok(backend)
+    }
+
+    fn usable_gpus(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.usable.load(Ordering::Acquire))
+            .count()
+    }
+
+    /// Transcodes a built-in 1 s clip to 240p on each GPU; a GPU that fails
+    /// or falls back is not used.
+    fn self_test(&self, refused: &mut Vec<String>) {
+        let clip = match super::testclip::make_test_clip(1, 320, 180) {
+            Ok(clip) => clip,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make the self-test clip; skipping the GPU self-test");
+                return;
+            }
+        };
+        let profile =
+            crate::protocol::parse_profile_list("P240p30fps16x9").expect("a built-in profile")[0];
+        for slot in &self.slots {
+            let outcome = slot
+                .device()
+                .map_err(SegmentFailure::Gpu)
+                .and_then(|device| {
+                    segment::transcode(&device, clip.clone(), &[profile], &self.settings)
+                });
+            match outcome {
+                Ok(t)
+                    if t.renditions
+                        .iter()
+                        .all(|r| r.frames > 0 && !r.data.is_empty()) =>
+                {
+                    tracing::info!(gpu = slot.ordinal, name = %slot.name, frames = t.source_frames, "GPU self-test passed");
+                }
+                other => {
+                    let why = match other {
+                        Ok(_) => "a rendition came out empty".to_string(),
+                        Err(SegmentFailure::Gpu(e)) => e.to_string(),
+                        Err(SegmentFailure::Input(e)) => e.to_string(),
+                    };
+                    let error = GpuError::SelfTest {
+                        ordinal: slot.ordinal,
+                        why,
+                    };
+                    tracing::error!(%error, "not using this GPU");
+                    refused.push(error.to_string());
+                    slot.usable.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Waits for a place on the least-loaded GPU; None when no GPU is usable.
+    fn place(&self) -> Option<Placement<'_>> {
+        let mut guard = self.released.0.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let loads: Vec<_> = self
+                .slots
+                .iter()
+                .map(|s| {
+                    (
+                        s.in_flight.load(Ordering::Acquire),
+                        s.capacity,
+                        s.usable.load(Ordering::Acquire),
+                    )
+                })
+                .collect();
+            if !loads.iter().any(|l| l.2) {
+                return None;
+            }
+            if let Some(index) = least_loaded(&loads) {
+                let slot = self.slots[index].clone();
+                slot.in_flight.fetch_add(1, Ordering::AcqRel);
+                return Some(Placement {
+                    backend: self,
+                    slot,
+                });
+            }
+            guard = self
+                .released
+                .1
+                .wait_timeout(guard, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn on_cpu(
+        &self,
+        segment: Bytes,
+        profiles: &[Profile],
+        why: String,
+    ) -> Result<Transcoded, TranscodeError> {
+        let mut transcoded = self.cpu.transcode(segment, profiles)?;
+        transcoded.fallback = Some(why);
+        Ok(transcoded)
+    }
+}
+
+fn open_slot(ordinal: usize, capacity: usize) -> Result<GpuSlot, GpuError> {
+    let device = Device::open(ordinal)?;
+    let caps = nvdec::decode_caps(Codec::H264)?;
+    if !caps.supported {
+        return Err(GpuError::NvdecUnsupported(
+            "this GPU's NVDEC does not decode 8-bit H.264".into(),
+        ));
+    }
+    let nvenc = nvenc::detect(device.runtime.context.cu_ctx().cast());
+    let (major, minor) = device.runtime.compute_capability;
+    tracing::info!(
+        gpu = ordinal,
+        name = %device.runtime.name,
+        memory_gib = device.runtime.memory_bytes as f64 / f64::from(1u32 << 30),
+        compute_capability = %format!("{major}.{minor}"),
+        nvdec_engines = caps.engines,
+        max_sessions = capacity,
+        "GPU ready"
+    );
+    match &nvenc {
+        NvencSupport::Available => tracing::info!(
+            gpu = ordinal,
+            "NVENC found; lpgpu's NVENC encoder is not built yet, renditions use libx264 (hybrid)"
+        ),
+        NvencSupport::Unsupported(why) | NvencSupport::Missing(why) => {
+            tracing::info!(gpu = ordinal, "hybrid encode (libx264): {why}")
+        }
+        NvencSupport::SessionLimit => tracing::info!(
+            gpu = ordinal,
+            "NVENC sessions are all taken; renditions use libx264"
+        ),
+    }
+    Ok(GpuSlot {
+        ordinal,
+        name: device.runtime.name.clone(),
+        device: Mutex::new(Some(Arc::new(device))),
+        in_flight: AtomicUsize::new(0),
+        capacity,
+        usable: AtomicBool::new(true),
+        nvdec_engines: caps.engines,
+        nvenc,
+        encoder_sessions: EncoderSessions::new(NVENC_SESSIONS_PER_GPU),
+    })
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device(&self) -> String {
+        let names: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| format!("{}:{}", s.ordinal, s.name))
+            .collect();
+        names.join(", ")
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.slots.iter().map(|s| s.capacity).sum())
+    }
+
+    fn transcode(
+        &self,
+        segment: Bytes,
+        profiles: &[Profile],
+    ) -> Result<Transcoded, TranscodeError> {
+        let Some(placement) = self.place() else {
+            return self.on_cpu(segment, profiles, "no usable GPU is left".into());
+        };
+        let slot = &placement.slot;
+        let outcome = slot
+            .device()
+            .map_err(SegmentFailure::Gpu)
+            .and_then(|device| {
+                segment::transcode(&device, segment.clone(), profiles, &self.settings)
+            });
+        match outcome {
+            Ok(transcoded) => Ok(transcoded),
+            Err(SegmentFailure::Input(e)) => Err(e),
+            Err(SegmentFailure::Gpu(error)) => {
+                tracing::warn!(gpu = slot.ordinal, %error, "the GPU could not transcode this segment; retrying on the CPU");
+                slot.after_error(&error);
+                drop(placement);
+                self.on_cpu(segment, profiles, error.to_string())
+            }
+        }
+    }
+}
+
+impl GpuBackend {
+    /// Per GPU: ordinal, name, NVDEC engines, NVENC support, sessions in use.
+    pub fn describe(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .map(|s| {
+                format!(
+                    "GPU {} {}: {} NVDEC engines, NVENC {:?}, {} of {} places in use, {} NVENC sessions",
+                    s.ordinal,
+                    s.name,
+                    s.nvdec_engines,
+                    s.nvenc,
+                    s.in_flight.load(Ordering::Acquire),
+                    s.capacity,
+                    s.encoder_sessions.in_use()
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    //! Helpers shared by the GPU module's tests (CPU-side oracles).
+
+    use ffmpeg::format::Pixel;
+    use ffmpeg::software::scaling;
+    use ffmpeg::util::frame::Video;
+    use ffmpeg_next as ffmpeg;
+
+    use super::resize::Nv12Image;
+
+    /// libswscale's bicubic NV12 → NV12 resize, packed, as an independent
+    /// oracle for the filter's shape.
+    pub fn swscale_nv12(image: &Nv12Image, width: u32, height: u32) -> Vec<u8> {
+        crate::pipeline::cpu::init_ffmpeg();
+        let mut source = Video::new(Pixel::NV12, image.width, image.height);
+        let (w, h) = (image.width as usize, image.height as usize);
+        let stride = source.stride(0);
+        for row in 0..h {
+            source.data_mut(0)[row * stride..row * stride + w]
+                .copy_from_slice(&image.data[row * w..(row + 1) * w]);
+        }
+        let chroma = image.chroma();
+        let row_len = chroma.pitch;
+        let stride = source.stride(1);
+        for row in 0..chroma.height as usize {
+            source.data_mut(1)[row * stride..row * stride + row_len]
+                .copy_from_slice(&chroma.data[row * row_len..(row + 1) * row_len]);
+        }
+        let mut scaler = scaling::Context::get(
+            Pixel::NV12,
+            image.width,
+            image.height,
+            Pixel::NV12,
+            width,
+            height,
+            scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INT,
+        )
+        .expect("swscale context");
+        let mut out = Video::empty();
+        scaler.run(&source, &mut out).expect("swscale");
+        let mut packed = Vec::with_capacity(Nv12Image::len_for(width, height));
+        for row in 0..height as usize {
+            let stride = out.stride(0);
+            packed.extend_from_slice(&out.data(0)[row * stride..row * stride + width as usize]);
+        }
+        let chroma_row = width.div_ceil(2) as usize * 2;
+        for row in 0..height.div_ceil(2) as usize {
+            let stride = out.stride(1);
+            packed.extend_from_slice(&out.data(1)[row * stride..row * stride + chroma_row]);
+        }
+        packed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_prefers_the_least_loaded_usable_gpu() {
+        // (in flight, capacity, usable)
+        assert_eq!(
+            least_loaded(&[(3, 8, true), (1, 8, true), (2, 8, true)]),
+            Some(1)
+        );
+        // Fill ratio, not count: 2 of 4 is fuller than 3 of 8.
+        assert_eq!(least_loaded(&[(2, 4, true), (3, 8, true)]), Some(1));
+        // A full or unusable GPU is skipped.
+        assert_eq!(
+            least_loaded(&[(8, 8, true), (0, 8, false), (7, 8, true)]),
+            Some(2)
+        );
+        assert_eq!(least_loaded(&[(8, 8, true), (0, 8, false)]), None);
+        assert_eq!(least_loaded(&[]), None);
+    }
+
+    #[test]
+    fn without_a_gpu_the_error_names_what_is_missing() {
+        // CI machines have no NVIDIA driver: the error must say so plainly.
+        if let Err(e) = GpuBackend::open(EncoderSettings::default(), &GpuOptions::default()) {
+            let text = e.to_string();
+            assert!(
+                text.contains("libcuda") || text.contains("NVDEC") || text.contains("GPU"),
+                "{text}"
+            );
+        }
+    }
+}

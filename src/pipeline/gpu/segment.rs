@@ -1,0 +1,321 @@
+//! One segment on one GPU: demux on the CPU (libavformat), decode on NVDEC,
+//! resize every rung with the CUDA kernels, then the hybrid encode: each
+//! rung's NV12 picture comes back through a pinned host buffer (queued as an
+//! async copy behind its kernels, one synchronisation per source picture)
+//! and goes to that rung's libx264 thread, with the CPU backend's settings.
+//!
+//! Decoded pictures never leave the GPU; only the scaled ones do, which is
+//! what an encoder on the CPU needs.
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+
+use bytes::Bytes;
+use cudarc::driver::{CudaStream, PinnedHostSlice};
+use ffmpeg::format::Pixel;
+use ffmpeg::{codec, frame};
+use ffmpeg_next as ffmpeg;
+
+use super::GpuError;
+use super::cuda::{DeviceNv12, DeviceScaler, cuda_error};
+use super::nvdec::{Codec, Displayed, Parser};
+use super::{Device, sys};
+use crate::pipeline::cpu::{RungEncoder, RungPlan, SourceSegment, from_ff, nothing_decoded};
+use crate::pipeline::ladder::{FrameDecimator, fit_in_box};
+use crate::pipeline::{EncoderSettings, Rational, TranscodeError, Transcoded};
+use crate::protocol::Profile;
+
+/// Scaled pictures in flight between the GPU thread and each encoder.
+const PICTURE_QUEUE: usize = 4;
+
+/// Why a segment did not come out of the GPU.
+#[derive(Debug)]
+pub enum SegmentFailure {
+    /// The input is at fault (the CPU would refuse it too).
+    Input(TranscodeError),
+    /// The GPU side failed: the caller retries the segment on the CPU.
+    Gpu(GpuError),
+}
+
+impl From<GpuError> for SegmentFailure {
+    fn from(e: GpuError) -> Self {
+        SegmentFailure::Gpu(e)
+    }
+}
+
+fn gpu_codec(id: codec::Id) -> Result<Codec, GpuError> {
+    match id {
+        codec::Id::H264 => Ok(Codec::H264),
+        codec::Id::HEVC => Ok(Codec::Hevc),
+        other => Err(GpuError::NvdecUnsupported(format!(
+            "{other:?} is not decoded on the GPU"
+        ))),
+    }
+}
+
+/// The sample aspect ratio the container or bitstream declares.
+fn sample_aspect(source: &SourceSegment) -> Rational {
+    codec::context::Context::from_parameters(source.parameters.clone())
+        .ok()
+        .and_then(|c| c.decoder().video().ok())
+        .map(|d| from_ff(d.aspect_ratio()))
+        .unwrap_or(Rational::new(1, 1))
+}
+
+/// One rung on the GPU side: its frame-rate decimator, its scaler (made at
+/// the first picture, remade if the picture size changes), its pinned
+/// download buffer and the channel to its encoder thread.
+struct GpuRung {
+    plan: RungPlan,
+    decimator: FrameDecimator,
+    scaler: Option<DeviceScaler>,
+    download: Option<PinnedHostSlice<u8>>,
+    sender: Option<SyncSender<(frame::Video, Option<i64>)>>,
+    output: (u32, u32),
+}
+
+pub fn transcode(
+    device: &Device,
+    segment: Bytes,
+    profiles: &[Profile],
+    settings: &EncoderSettings,
+) -> Result<Transcoded, SegmentFailure> {
+    let mut source = SourceSegment::open(segment).map_err(SegmentFailure::Input)?;
+    let codec = gpu_codec(source.codec)?;
+    let aspect = sample_aspect(&source);
+    device.runtime.bind()?;
+    let stream = device.runtime.new_stream()?;
+    let mut parser = Parser::new(codec, &device.decoders)?;
+
+    let plans = source.plans(profiles, settings);
+    let (video_index, audio_index) = (source.video_index, source.audio_index);
+    let mut decoded = 0u64;
+    let mut span: (Option<i64>, Option<i64>) = (None, None);
+
+    let (gpu_result, encoded) = std::thread::scope(|scope| {
+        let mut rungs = Vec::with_capacity(plans.len());
+        let mut workers = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let (sender, receiver) = sync_channel::<(frame::Video, Option<i64>)>(PICTURE_QUEUE);
+            let worker_plan = plan.clone();
+            workers.push(scope.spawn(move || {
+                let mut encoder: Option<RungEncoder> = None;
+                for (mut picture, pts) in receiver {
+                    if encoder.is_none() {
+                        encoder = Some(RungEncoder::open(
+                            worker_plan.clone(),
+                            picture.width(),
+                            picture.height(),
+                            Pixel::NV12,
+                        )?);
+                    }
+                    encoder
+                        .as_mut()
+                        .expect("set above")
+                        .encode(&mut picture, pts)?;
+                }
+                encoder.ok_or_else(nothing_decoded)?.finish(0.0)
+            }));
+            rungs.push(GpuRung {
+                decimator: plan.decimator(),
+                plan,
+                scaler: None,
+                download: None,
+                sender: Some(sender),
+                output: (0, 0),
+            });
+        }
+
+        let mut run = || -> Result<(), GpuError> {
+            let mut packets = source.input.packets();
+            for (stream_of, packet) in &mut packets {
+                if stream_of.index() == video_index {
+                    if let Some(data) = packet.data() {
+                        parser.feed(data, packet.pts())?;
+                    }
+                } else if Some(stream_of.index()) == audio_index
+                    && let Some(track) = source.audio.as_mut()
+                {
+                    track.packets.push(packet);
+                    continue;
+                }
+                while let Some(picture) = parser.next_displayed() {
+                    if scale_and_send(device, &stream, &parser, &picture, &mut rungs, aspect)? {
+                        count(&mut decoded, &mut span, picture.pts);
+                    }
+                }
+            }
+            parser.finish()?;
+            while let Some(picture) = parser.next_displayed() {
+                if scale_and_send(device, &stream, &parser, &picture, &mut rungs, aspect)? {
+                    count(&mut decoded, &mut span, picture.pts);
+                }
+            }
+            Ok(())
+        };
+        let result = run();
+        // Hanging up ends each encoder's loop.
+        for rung in &mut rungs {
+            rung.sender = None;
+        }
+        let encoded: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(TranscodeError::Internal(
+                        "an encoder thread panicked".into(),
+                    ))
+                })
+            })
+            .collect();
+        (result, encoded)
+    });
+    gpu_result?;
+    if decoded == 0 {
+        // Let the CPU decoder give its verdict on a segment NVDEC made nothing of.
+        return Err(SegmentFailure::Gpu(GpuError::Nvdec(
+            "NVDEC decoded no picture of this segment".into(),
+        )));
+    }
+    let renditions = source.mux_all(encoded).map_err(SegmentFailure::Input)?;
+    Ok(Transcoded {
+        renditions,
+        source_seconds: source.seconds(span, decoded),
+        source_frames: decoded,
+        backend: "gpu",
+        fallback: None,
+    })
+}
+
+fn count(decoded: &mut u64, span: &mut (Option<i64>, Option<i64>), pts: Option<i64>) {
+    *decoded += 1;
+    if let Some(pts) = pts {
+        span.0 = Some(span.0.map_or(pts, |p| p.min(pts)));
+        span.1 = Some(span.1.map_or(pts, |p| p.max(pts)));
+    }
+}
+
+/// Resizes one decoded picture for every rung that keeps it, downloads the
+/// results and hands them to the encoders. Returns whether the picture
+/// counted as decoded (concealed pictures are dropped, as on the CPU).
+fn scale_and_send(
+    device: &Device,
+    stream: &Arc<CudaStream>,
+    parser: &Parser<'_>,
+    picture: &Displayed,
+    rungs: &mut [GpuRung],
+    aspect: Rational,
+) -> Result<bool, GpuError> {
+    if !parser.decoded_cleanly(picture) {
+        return Ok(false);
+    }
+    let keep: Vec<bool> = rungs
+        .iter_mut()
+        .map(|r| r.decimator.keep(picture.pts))
+        .collect();
+    if !keep.iter().any(|&k| k) {
+        return Ok(true);
+    }
+    let mapped = parser.map(picture, stream.cu_stream() as sys::CUstream)?;
+    let source = DeviceNv12 {
+        luma: mapped.pointer,
+        chroma: mapped.chroma_pointer(),
+        pitch: mapped.pitch,
+    };
+    let size = (mapped.width, mapped.height);
+    for (rung, _) in rungs.iter_mut().zip(&keep).filter(|(_, k)| **k) {
+        if rung.scaler.as_ref().map(|s| s.source) != Some(size) {
+            let output = fit_in_box(
+                size.0,
+                size.1,
+                aspect,
+                rung.plan.profile.width,
+                rung.plan.profile.height,
+            );
+            // The encoder is opened at the first picture's size; later
+            // pictures of another source size still come out at it.
+            let output = if rung.output == (0, 0) {
+                output
+            } else {
+                rung.output
+            };
+            rung.output = output;
+            rung.scaler = Some(device.runtime.scaler(stream, size, output)?);
+            let len = super::resize::Nv12Image::len_for(output.0, output.1);
+            rung.download = Some(super::cuda::alloc_pinned(&device.runtime, len)?);
+        }
+        let scaler = rung.scaler.as_mut().expect("made above");
+        device.runtime.resize(stream, source, scaler)?;
+        let download = rung.download.as_mut().expect("made with the scaler");
+        stream
+            .memcpy_dtoh(scaler.picture(), download)
+            .map_err(|e| cuda_error("downloading a scaled picture", e))?;
+    }
+    stream
+        .synchronize()
+        .map_err(|e| cuda_error("waiting for the resize", e))?;
+    // The kernels have read the surface: NVDEC may reuse it.
+    drop(mapped);
+
+    for (rung, _) in rungs.iter_mut().zip(&keep).filter(|(_, k)| **k) {
+        let (w, h) = rung.output;
+        let download = rung.download.as_ref().expect("made with the scaler");
+        let host = download
+            .as_slice()
+            .map_err(|e| cuda_error("reading the pinned buffer", e))?;
+        let picture_out = nv12_frame(host, w, h);
+        if let Some(sender) = &rung.sender
+            && sender.send((picture_out, picture.pts)).is_err()
+        {
+            // The encoder failed and hung up; its error comes back on join.
+            rung.sender = None;
+        }
+    }
+    Ok(true)
+}
+
+/// Copies a packed NV12 picture into an FFmpeg frame (whose rows are padded).
+fn nv12_frame(packed: &[u8], width: u32, height: u32) -> frame::Video {
+    let mut frame = frame::Video::new(Pixel::NV12, width, height);
+    let (w, h) = (width as usize, height as usize);
+    let chroma_rows = h.div_ceil(2);
+    let chroma_row = w.div_ceil(2) * 2;
+    let stride = frame.stride(0);
+    for (row, line) in packed[..w * h].chunks_exact(w).enumerate() {
+        frame.data_mut(0)[row * stride..row * stride + w].copy_from_slice(line);
+    }
+    let stride = frame.stride(1);
+    let chroma = &packed[w * h..w * h + chroma_row * chroma_rows];
+    for (row, line) in chroma.chunks_exact(chroma_row).enumerate() {
+        frame.data_mut(1)[row * stride..row * stride + chroma_row].copy_from_slice(line);
+    }
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_nv12_lands_in_the_frame_planes() {
+        crate::pipeline::cpu::init_ffmpeg();
+        let (w, h) = (6u32, 4u32);
+        let packed: Vec<u8> = (0..super::super::resize::Nv12Image::len_for(w, h) as u32)
+            .map(|v| v as u8)
+            .collect();
+        let frame = nv12_frame(&packed, w, h);
+        assert_eq!(&frame.data(0)[..6], &packed[..6]);
+        let stride = frame.stride(0);
+        assert_eq!(&frame.data(0)[stride * 3..stride * 3 + 6], &packed[18..24]);
+        let cstride = frame.stride(1);
+        assert_eq!(&frame.data(1)[..6], &packed[24..30]);
+        assert_eq!(&frame.data(1)[cstride..cstride + 6], &packed[30..36]);
+    }
+
+    #[test]
+    fn only_h264_and_hevc_go_to_nvdec() {
+        assert_eq!(gpu_codec(codec::Id::H264), Ok(Codec::H264));
+        assert_eq!(gpu_codec(codec::Id::HEVC), Ok(Codec::Hevc));
+        assert!(gpu_codec(codec::Id::MPEG2VIDEO).is_err());
+    }
+}
