@@ -365,6 +365,10 @@ impl DeviceScaler {
     pub fn picture(&self) -> &CudaSlice<u8> {
         &self.picture
     }
+
+    pub fn picture_mut(&mut self) -> &mut CudaSlice<u8> {
+        &mut self.picture
+    }
 }
 
 /// A page-locked host buffer for fast, asynchronous device-to-host copies.

@@ -20,6 +20,7 @@
 //! itself is not built yet (said in the README).
 
 pub mod cuda;
+pub mod diagnostics;
 pub mod nvdec;
 pub mod nvenc;
 pub mod resize;
@@ -75,6 +76,10 @@ pub enum GpuError {
     BadSelection(String),
     #[error("no usable GPU: {0}")]
     NoUsableGpu(String),
+}
+
+fn cpu_init() {
+    super::cpu::init_ffmpeg();
 }
 
 /// A GPU's context with the decoders made in it. Decoders go first: they
