@@ -12,7 +12,7 @@
 //! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
 //! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
 //! | [`transcoder`] | `/segment` verification (plain), the handler, the `/stream/` store, `/healthz`, `/readyz` |
-//! | [`pipeline`] | the [`pipeline::Backend`] trait, ladder arithmetic, the CPU backend, the segmenter, the demo clip |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait, ladder arithmetic, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
@@ -23,12 +23,15 @@
 //!
 //! - Verification is plain synchronous code over plain values; tonic and axum
 //!   only adapt requests to it and map its typed rejections to statuses once.
-//! - `unsafe` is denied crate-wide (`Cargo.toml [lints]`).
+//! - `unsafe` is denied crate-wide (`Cargo.toml [lints]`) except in the FFI
+//!   fences of the GPU backend: `pipeline::gpu::{sys, cuda, nvdec, nvenc}`,
+//!   each block with a `// SAFETY:` comment, each native handle freed on `Drop`.
 //! - A private key is never logged or printed: [`eth::PrivateKey`]'s `Debug`
 //!   shows only its address.
 //! - CPU work (key derivation, hashing bodies, decode/scale/encode, ledger file
 //!   I/O) runs on blocking threads, never on the async executor; queues are
-//!   bounded. The GPU backend does not exist yet (`--backend gpu` says so).
+//!   bounded. GPU work runs on the transcoder's blocking threads with the
+//!   device's context bound to them.
 
 pub mod bench;
 pub mod broadcaster;

@@ -75,6 +75,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Transcode one MPEG-TS segment offline into DIR/<profile>.ts.
     Transcode(transcode::TranscodeArgs),
+    /// Write the synthetic test clip the demo uses (H.264 + AAC MPEG-TS), e.g.
+    /// as `bench --input` on a machine without fixtures or the ffmpeg CLI.
+    TestClip(transcode::TestClipArgs),
 }
 
 /// `--keystore DIR` and how to get its password.
@@ -181,6 +184,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Bench(args) => bench::run_bench(args),
         Command::Broadcast(args) => broadcast::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::TestClip(args) => transcode::write_test_clip(args),
     }
 }
 

@@ -137,3 +137,40 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct TestClipArgs {
+    /// Where to write the clip.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Length in seconds.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    seconds: u32,
+    /// Picture size.
+    #[arg(long, value_name = "WxH", default_value = "1920x1080")]
+    size: String,
+}
+
+pub(crate) fn write_test_clip(args: TestClipArgs) -> Result<()> {
+    let (width, height) = args
+        .size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|&(w, h)| {
+            (16..=7680).contains(&w) && (16..=4320).contains(&h) && w % 2 == 0 && h % 2 == 0
+        })
+        .context("--size must be WxH with even sides between 16x16 and 7680x4320")?;
+    anyhow::ensure!(
+        (1..=600).contains(&args.seconds),
+        "--seconds must be between 1 and 600"
+    );
+    let clip = crate::pipeline::testclip::make_test_clip(args.seconds, width, height)?;
+    std::fs::write(&args.out, &clip).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} s of {width}x{height}, {} bytes)",
+        args.out.display(),
+        args.seconds,
+        clip.len()
+    );
+    Ok(())
+}

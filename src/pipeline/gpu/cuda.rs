@@ -23,8 +23,9 @@ const PREBUILT_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/resize_nv12.p
 /// The kernels' source, for NVRTC when there is no prebuilt PTX.
 const KERNEL_SOURCE: &str = include_str!("../../../cuda/resize_nv12.cu");
 
-/// CUDA 12.0: the oldest driver API lpgpu is built against.
-pub const MIN_DRIVER_VERSION: i32 = 12000;
+/// CUDA 12.5 (drivers 555 and newer): the oldest driver lpgpu uses, for
+/// `cuCtxCreate_v4`, which rebuilding a broken context needs.
+pub const MIN_DRIVER_VERSION: i32 = 12050;
 
 /// What the driver says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +94,18 @@ struct ResizeKernels {
 }
 
 impl DeviceRuntime {
-    /// Opens the device's primary context and loads the kernels into it.
-    pub fn open(ordinal: usize) -> Result<Self, GpuError> {
-        let context = CudaContext::new(ordinal).map_err(|e| cuda_error("creating a context", e))?;
+    /// Opens the device's primary context (or, with `fresh`, a new context
+    /// of its own) and loads the kernels into it.
+    ///
+    /// A rebuild after a context-breaking error needs `fresh`: the primary
+    /// context stays the same broken one while any segment still holds it.
+    pub fn open(ordinal: usize, fresh: bool) -> Result<Self, GpuError> {
+        let context = if fresh {
+            CudaContext::new_non_primary(ordinal, 0)
+        } else {
+            CudaContext::new(ordinal)
+        }
+        .map_err(|e| cuda_error("creating a context", e))?;
         let name = context.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let memory_bytes = context.total_mem().unwrap_or(0);
         let compute_capability = context.compute_capability().unwrap_or((0, 0));
@@ -276,7 +286,8 @@ impl ResizeKernels {
 
 /// An NV12 picture on the device that lpgpu does not own (an NVDEC surface
 /// or a test upload): the luma plane at `luma`, the UV plane at `chroma`,
-/// rows `pitch` bytes apart, at least as large as the scaler's source.
+/// both with rows `pitch` bytes apart (as NVDEC lays them out; so a packed
+/// upload must have an even width), at least as large as the scaler's source.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceNv12 {
     pub luma: u64,

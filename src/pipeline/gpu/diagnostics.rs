@@ -22,7 +22,7 @@ pub fn open_device(ordinal: usize) -> Result<Device, GpuError> {
     super::cuda::probe_driver()?;
     super::nvdec::library()?;
     super::cpu_init();
-    Device::open(ordinal)
+    Device::open(ordinal, false)
 }
 
 /// A device pointer of a buffer, for kernels that take raw addresses.

@@ -99,8 +99,8 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    fn open(ordinal: usize) -> Result<Self, GpuError> {
-        let runtime = DeviceRuntime::open(ordinal)?;
+    fn open(ordinal: usize, fresh: bool) -> Result<Self, GpuError> {
+        let runtime = DeviceRuntime::open(ordinal, fresh)?;
         runtime.bind()?;
         Ok(Self {
             decoders: DecoderPool::default(),
@@ -140,7 +140,7 @@ impl GpuSlot {
             return Ok(device.clone());
         }
         tracing::warn!(gpu = self.ordinal, "rebuilding the CUDA context");
-        let opened = Arc::new(Device::open(self.ordinal)?);
+        let opened = Arc::new(Device::open(self.ordinal, true)?);
         *device = Some(opened.clone());
         Ok(opened)
     }
@@ -355,7 +355,7 @@ impl GpuBackend {
 }
 
 fn open_slot(ordinal: usize, capacity: usize) -> Result<GpuSlot, GpuError> {
-    let device = Device::open(ordinal)?;
+    let device = Device::open(ordinal, false)?;
     let caps = nvdec::decode_caps(Codec::H264)?;
     if !caps.supported {
         return Err(GpuError::NvdecUnsupported(

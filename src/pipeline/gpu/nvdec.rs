@@ -323,6 +323,8 @@ struct ParserState<'pool> {
 /// Extra decode surfaces over the stream's minimum: room for the display
 /// delay and the frames we hold mapped.
 const EXTRA_SURFACES: u32 = 4;
+/// nvcuvid's ceiling on decode surfaces.
+const MAX_DECODE_SURFACES: u32 = 32;
 
 extern "C" fn on_sequence(user: *mut c_void, format: *mut sys::CUVIDEOFORMAT) -> c_int {
     // SAFETY: `user` is the `ParserState` that `Parser::new` registered,
@@ -374,7 +376,8 @@ impl ParserState<'_> {
             coded_width: format.coded_width,
             coded_height: format.coded_height,
             display: (area.left, area.top, area.right, area.bottom),
-            surfaces: u32::from(format.min_num_decode_surfaces) + EXTRA_SURFACES,
+            surfaces: (u32::from(format.min_num_decode_surfaces) + EXTRA_SURFACES)
+                .min(MAX_DECODE_SURFACES),
             progressive: format.progressive_sequence != 0,
         };
         if self.decoder.as_ref().is_some_and(|d| d.shape == shape) {
@@ -434,14 +437,16 @@ fn check_size(codec: Codec, shape: &StreamShape) -> Result<(), GpuError> {
 /// One segment's parser: feed it packets, take the pictures it displays.
 pub struct Parser<'pool> {
     handle: sys::CUvideoparser,
-    /// Boxed so the address given to nvcuvid never moves.
-    state: Box<ParserState<'pool>>,
+    /// Owned through a raw pointer (from `Box::into_raw`, freed in `Drop`):
+    /// nvcuvid holds the same address and the callbacks write through it, so
+    /// no `Box` or `&mut` may claim it exclusively between calls.
+    state: *mut ParserState<'pool>,
 }
 
 impl std::fmt::Debug for Parser<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parser")
-            .field("codec", &self.state.codec)
+            .field("codec", &self.state().codec)
             .field("decoder", &self.decoder_shape())
             .finish()
     }
@@ -450,19 +455,19 @@ impl std::fmt::Debug for Parser<'_> {
 impl<'pool> Parser<'pool> {
     pub fn new(codec: Codec, pool: &'pool DecoderPool) -> Result<Self, GpuError> {
         let lib = library()?;
-        let mut state = Box::new(ParserState {
+        let state = Box::into_raw(Box::new(ParserState {
             codec,
             pool,
             decoder: None,
             displayed: VecDeque::new(),
             error: None,
             stamped: false,
-        });
+        }));
         let mut params = sys::CUVIDPARSERPARAMS {
             CodecType: codec.raw(),
             ulMaxNumDecodeSurfaces: 1,
             ulMaxDisplayDelay: 1,
-            pUserData: (&mut *state as *mut ParserState<'_>).cast(),
+            pUserData: state.cast(),
             pfnSequenceCallback: Some(on_sequence),
             pfnDecodePicture: Some(on_decode),
             pfnDisplayPicture: Some(on_display),
@@ -472,10 +477,27 @@ impl<'pool> Parser<'pool> {
         // SAFETY: `params` is initialised; the user data outlives the parser
         // (both are owned by the returned value, and Drop destroys the
         // parser first).
-        check("cuvidCreateVideoParser", unsafe {
+        let created = check("cuvidCreateVideoParser", unsafe {
             (lib.create_parser)(&mut handle, &mut params)
-        })?;
+        });
+        if let Err(e) = created {
+            // SAFETY: from Box::into_raw above, never shared: nvcuvid refused it.
+            drop(unsafe { Box::from_raw(state) });
+            return Err(e);
+        }
         Ok(Self { handle, state })
+    }
+
+    fn state(&self) -> &ParserState<'pool> {
+        // SAFETY: `state` is live until Drop; nvcuvid writes through it only
+        // inside `parse`, which takes `&mut self`, so no callback runs while
+        // this shared borrow exists.
+        unsafe { &*self.state }
+    }
+
+    fn state_mut(&mut self) -> &mut ParserState<'pool> {
+        // SAFETY: as in `state`; `&mut self` makes this the only borrow.
+        unsafe { &mut *self.state }
     }
 
     /// Feeds one access unit (Annex B) with its timestamp; pictures it
@@ -489,7 +511,7 @@ impl<'pool> Parser<'pool> {
         };
         if pts.is_some() {
             packet.flags |= sys::CUVID_PKT_TIMESTAMP as sys::tcu_ulong;
-            self.state.stamped = true;
+            self.state_mut().stamped = true;
         }
         self.parse(&mut packet)
     }
@@ -509,7 +531,7 @@ impl<'pool> Parser<'pool> {
         // (nvcuvid copies what it keeps); the callbacks run inside this call
         // with `state` not otherwise borrowed.
         let status = unsafe { (lib.parse)(self.handle, packet) };
-        if let Some(error) = self.state.error.take() {
+        if let Some(error) = self.state_mut().error.take() {
             return Err(error);
         }
         check("cuvidParseVideoData", status)
@@ -517,17 +539,17 @@ impl<'pool> Parser<'pool> {
 
     /// The next picture in display order, if one is ready.
     pub fn next_displayed(&mut self) -> Option<Displayed> {
-        self.state.displayed.pop_front()
+        self.state_mut().displayed.pop_front()
     }
 
     pub fn decoder_shape(&self) -> Option<StreamShape> {
-        self.state.decoder.as_ref().map(Decoder::shape)
+        self.state().decoder.as_ref().map(Decoder::shape)
     }
 
     /// Whether NVDEC decoded the picture cleanly (concealed pictures are
     /// dropped, as the CPU backend drops them).
     pub fn decoded_cleanly(&self, picture: &Displayed) -> bool {
-        let (Some(decoder), Ok(lib)) = (self.state.decoder.as_ref(), library()) else {
+        let (Some(decoder), Ok(lib)) = (self.state().decoder.as_ref(), library()) else {
             return false;
         };
         let mut status = sys::CUVIDGETDECODESTATUS::default();
@@ -552,7 +574,7 @@ impl<'pool> Parser<'pool> {
     ) -> Result<MappedFrame<'_>, GpuError> {
         let lib = library()?;
         let decoder = self
-            .state
+            .state()
             .decoder
             .as_ref()
             .ok_or_else(|| GpuError::Nvdec("a picture before any sequence header".into()))?;
@@ -592,8 +614,11 @@ impl Drop for Parser<'_> {
             // destroyed once; no callback runs after this returns.
             let _ = unsafe { (lib.destroy_parser)(self.handle) };
         }
-        if let Some(decoder) = self.state.decoder.take() {
-            self.state.pool.give_back(decoder);
+        // SAFETY: from Box::into_raw in `new`; the parser that wrote through
+        // it is destroyed above, so this is the last use.
+        let state = unsafe { Box::from_raw(self.state) };
+        if let Some(decoder) = state.decoder {
+            state.pool.give_back(decoder);
         }
     }
 }
