@@ -140,15 +140,15 @@ impl RungPlan {
 
 /// A worker's result: the encoder's stream parameters and its packets.
 pub(super) struct EncodedRung {
-    profile: Profile,
-    parameters: codec::Parameters,
+    pub profile: Profile,
+    pub parameters: codec::Parameters,
     /// The packets' time base: the source video stream's.
-    time_base: ffmpeg::Rational,
-    packets: Vec<Packet>,
-    width: u32,
-    height: u32,
-    frames: u64,
-    encode_seconds: f64,
+    pub time_base: ffmpeg::Rational,
+    pub packets: Vec<Packet>,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u64,
+    pub encode_seconds: f64,
 }
 
 /// The audio track copied into every rendition.

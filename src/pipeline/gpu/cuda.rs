@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 
 use super::GpuError;
@@ -379,6 +379,12 @@ impl DeviceScaler {
 
     pub fn picture_mut(&mut self) -> &mut CudaSlice<u8> {
         &mut self.picture
+    }
+
+    /// The output picture's device address (for NVENC, which reads it).
+    pub fn picture_address(&self, stream: &Arc<CudaStream>) -> u64 {
+        let (address, _sync) = self.picture.device_ptr(stream);
+        address
     }
 }
 

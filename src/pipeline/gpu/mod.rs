@@ -1,6 +1,6 @@
 //! The GPU backend: NVDEC decodes, lpgpu's CUDA kernels scale every rung on
-//! the device, and libx264 encodes the scaled pictures on CPU threads (the
-//! hybrid path; NVENC is detected per GPU, see below).
+//! the device, and NVENC encodes them where the GPU has it, libx264 on CPU
+//! threads where it does not (the hybrid path).
 //!
 //! Nothing here is needed to build: the CUDA driver (cudarc, dynamic
 //! loading), `libnvcuvid` and `libnvidia-encode` are opened at run time, and
@@ -15,9 +15,11 @@
 //! and context rebuilds after CUDA errors.
 //!
 //! NVENC: each GPU is asked by opening a session. Data-centre cards (H100,
-//! H200, A100) answer "unsupported device". On cards that have it, lpgpu
-//! counts sessions per GPU but still encodes with libx264: the NVENC encode
-//! itself is not built yet (said in the README).
+//! H200, A100) answer "unsupported device" and every rendition takes the
+//! hybrid path. Where NVENC exists, each rendition takes a session while the
+//! GPU's count allows (then libx264 for that rendition); an NVENC failure
+//! sends the segment to the CPU and this GPU to the hybrid path for good.
+//! The NVENC encode has not run on hardware yet (see the README).
 
 pub mod cuda;
 pub mod diagnostics;
@@ -68,6 +70,8 @@ pub enum GpuError {
     Nvdec(String),
     #[error("NVDEC cannot decode this stream: {0}")]
     NvdecUnsupported(String),
+    #[error("NVENC: {0}")]
+    Nvenc(String),
     #[error("encoder session limit reached ({0} per GPU)")]
     EncoderSessionLimit(usize),
     #[error("GPU {ordinal} failed its self-test: {why}")]
@@ -129,10 +133,18 @@ struct GpuSlot {
     usable: AtomicBool,
     nvdec_engines: u32,
     nvenc: NvencSupport,
+    /// Set after an NVENC failure: the hybrid path only from then on.
+    nvenc_failed: AtomicBool,
     encoder_sessions: Arc<EncoderSessions>,
 }
 
 impl GpuSlot {
+    /// The GPU's NVENC sessions, when renditions may go to NVENC.
+    fn nvenc_sessions(&self) -> Option<&Arc<EncoderSessions>> {
+        (self.nvenc == NvencSupport::Available && !self.nvenc_failed.load(Ordering::Acquire))
+            .then_some(&self.encoder_sessions)
+    }
+
     /// The device, reopened if an error dropped it.
     fn device(&self) -> Result<Arc<Device>, GpuError> {
         let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
@@ -279,7 +291,13 @@ impl GpuBackend {
                 .device()
                 .map_err(SegmentFailure::Gpu)
                 .and_then(|device| {
-                    segment::transcode(&device, clip.clone(), &[profile], &self.settings)
+                    segment::transcode(
+                        &device,
+                        clip.clone(),
+                        &[profile],
+                        &self.settings,
+                        slot.nvenc_sessions(),
+                    )
                 });
             match outcome {
                 Ok(t)
@@ -376,7 +394,8 @@ fn open_slot(ordinal: usize, capacity: usize) -> Result<GpuSlot, GpuError> {
     match &nvenc {
         NvencSupport::Available => tracing::info!(
             gpu = ordinal,
-            "NVENC found; lpgpu's NVENC encoder is not built yet, renditions use libx264 (hybrid)"
+            sessions = NVENC_SESSIONS_PER_GPU,
+            "NVENC found: renditions are encoded on the GPU while sessions are free"
         ),
         NvencSupport::Unsupported(why) | NvencSupport::Missing(why) => {
             tracing::info!(gpu = ordinal, "hybrid encode (libx264): {why}")
@@ -395,6 +414,7 @@ fn open_slot(ordinal: usize, capacity: usize) -> Result<GpuSlot, GpuError> {
         usable: AtomicBool::new(true),
         nvdec_engines: caps.engines,
         nvenc,
+        nvenc_failed: AtomicBool::new(false),
         encoder_sessions: EncoderSessions::new(NVENC_SESSIONS_PER_GPU),
     })
 }
@@ -430,12 +450,23 @@ impl Backend for GpuBackend {
             .device()
             .map_err(SegmentFailure::Gpu)
             .and_then(|device| {
-                segment::transcode(&device, segment.clone(), profiles, &self.settings)
+                segment::transcode(
+                    &device,
+                    segment.clone(),
+                    profiles,
+                    &self.settings,
+                    slot.nvenc_sessions(),
+                )
             });
         match outcome {
             Ok(transcoded) => Ok(transcoded),
             Err(SegmentFailure::Input(e)) => Err(e),
             Err(SegmentFailure::Gpu(error)) => {
+                if matches!(error, GpuError::Nvenc(_))
+                    && !slot.nvenc_failed.swap(true, Ordering::AcqRel)
+                {
+                    tracing::warn!(gpu = slot.ordinal, %error, "NVENC failed; this GPU encodes with libx264 from now on");
+                }
                 tracing::warn!(gpu = slot.ordinal, %error, "the GPU could not transcode this segment; retrying on the CPU");
                 slot.after_error(&error);
                 drop(placement);

@@ -192,6 +192,384 @@ pub fn detect(context: *mut c_void) -> NvencSupport {
     support
 }
 
+/// `NV_ENC_CODEC_H264_GUID` (a `static const` in the header, which bindgen
+/// cannot carry).
+const CODEC_H264: sys::GUID = sys::GUID {
+    Data1: 0x6bc8_2762,
+    Data2: 0x4e63,
+    Data3: 0x4ca4,
+    Data4: [0xaa, 0x85, 0x1e, 0x50, 0xf3, 0x21, 0xf6, 0xbf],
+};
+/// `NV_ENC_H264_PROFILE_HIGH_GUID`.
+const PROFILE_HIGH: sys::GUID = sys::GUID {
+    Data1: 0xe7cb_c309,
+    Data2: 0x4f7a,
+    Data3: 0x4b89,
+    Data4: [0xaf, 0x2a, 0xd5, 0x37, 0xc9, 0x2b, 0xe3, 0x10],
+};
+/// `NV_ENC_PRESET_P4_GUID`: the middle of NVIDIA's quality/speed range.
+const PRESET_P4: sys::GUID = sys::GUID {
+    Data1: 0x90a7_b826,
+    Data2: 0xdf06,
+    Data3: 0x4862,
+    Data4: [0xb9, 0xd2, 0xcd, 0x6d, 0x73, 0xa0, 0x86, 0x81],
+};
+
+/// The `_VER` macros of the structs used here (nvEncodeAPI.h 11.1).
+const CONFIG_VER: u32 = struct_version(7) | (1 << 31);
+const INITIALIZE_PARAMS_VER: u32 = struct_version(5) | (1 << 31);
+const PRESET_CONFIG_VER: u32 = struct_version(4) | (1 << 31);
+const PIC_PARAMS_VER: u32 = struct_version(4) | (1 << 31);
+const REGISTER_RESOURCE_VER: u32 = struct_version(3);
+const MAP_INPUT_RESOURCE_VER: u32 = struct_version(4);
+const CREATE_BITSTREAM_BUFFER_VER: u32 = struct_version(1);
+const LOCK_BITSTREAM_VER: u32 = struct_version(1);
+
+fn nvenc_check(what: &str, status: sys::NVENCSTATUS) -> Result<(), GpuError> {
+    if status == sys::NV_ENC_SUCCESS {
+        Ok(())
+    } else {
+        Err(GpuError::Nvenc(format!("{what}: NVENCSTATUS {status}")))
+    }
+}
+
+/// A function from the table, or an error naming it.
+fn function<T>(f: Option<T>, name: &str) -> Result<T, GpuError> {
+    f.ok_or_else(|| GpuError::Nvenc(format!("{name} is missing from the NVENC function table")))
+}
+
+/// What one rendition's NVENC session is set up with: the same rate control
+/// as the libx264 path (bitrate = maxrate, VBV = `bufsize_factor` × bitrate,
+/// keyframes every `gop_frames`), an IDR first, no B-frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NvencSettings {
+    pub width: u32,
+    pub height: u32,
+    pub rate: (u32, u32),
+    pub bitrate_bps: u32,
+    pub gop_frames: u32,
+    pub bufsize_factor: f64,
+}
+
+/// One access unit from NVENC (Annex B, SPS/PPS repeated at each IDR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedAccessUnit {
+    pub data: Vec<u8>,
+    pub pts: i64,
+    pub key: bool,
+}
+
+/// One rendition's NVENC session, reading packed NV12 device pictures
+/// (pitch = width) that the resize kernels wrote. Not `Send`: it lives on
+/// the thread that drives its segment.
+pub struct NvencEncoder {
+    functions: &'static sys::NV_ENCODE_API_FUNCTION_LIST,
+    settings: NvencSettings,
+    registered: Option<(u64, sys::NV_ENC_REGISTERED_PTR)>,
+    bitstream: sys::NV_ENC_OUTPUT_PTR,
+    frames: u32,
+    units: Vec<EncodedAccessUnit>,
+    /// Closed after the resources above are freed (`Drop` runs first).
+    session: Session,
+    _permit: SessionPermit,
+}
+
+impl std::fmt::Debug for NvencEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvencEncoder")
+            .field("settings", &self.settings)
+            .field("frames", &self.frames)
+            .finish()
+    }
+}
+
+impl NvencEncoder {
+    /// Opens and configures a session on `context` (a `CUcontext`), holding
+    /// `permit` for its lifetime.
+    pub fn open(
+        context: *mut c_void,
+        permit: SessionPermit,
+        settings: NvencSettings,
+    ) -> Result<Self, GpuError> {
+        let lib = library().map_err(GpuError::Nvenc)?;
+        let functions = &lib.functions;
+        let open = function(
+            functions.nvEncOpenEncodeSessionEx,
+            "nvEncOpenEncodeSessionEx",
+        )?;
+        let destroy = function(functions.nvEncDestroyEncoder, "nvEncDestroyEncoder")?;
+        let mut params = sys::NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS {
+            version: struct_version(1),
+            deviceType: sys::NV_ENC_DEVICE_TYPE_CUDA,
+            device: context,
+            apiVersion: API_VERSION,
+            ..Default::default()
+        };
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: initialised parameters naming a live context; live out-pointer.
+        let status = unsafe { open(&mut params, &mut handle) };
+        match classify_open_status(status) {
+            NvencSupport::Available if !handle.is_null() => {}
+            NvencSupport::SessionLimit => {
+                return Err(GpuError::EncoderSessionLimit(permit.sessions.limit));
+            }
+            other => return Err(GpuError::Nvenc(format!("opening a session: {other:?}"))),
+        }
+        let mut encoder = Self {
+            functions,
+            settings,
+            registered: None,
+            bitstream: std::ptr::null_mut(),
+            frames: 0,
+            units: Vec::new(),
+            session: Session { handle, destroy },
+            _permit: permit,
+        };
+        encoder.initialize()?;
+        Ok(encoder)
+    }
+
+    fn initialize(&mut self) -> Result<(), GpuError> {
+        let f = self.functions;
+        let handle = self.session.handle;
+        let preset_config = function(
+            f.nvEncGetEncodePresetConfigEx,
+            "nvEncGetEncodePresetConfigEx",
+        )?;
+        let mut preset = sys::NV_ENC_PRESET_CONFIG {
+            version: PRESET_CONFIG_VER,
+            ..Default::default()
+        };
+        preset.presetCfg.version = CONFIG_VER;
+        // SAFETY: a live session and an initialised, versioned out-struct.
+        nvenc_check("reading the P4 preset", unsafe {
+            preset_config(
+                handle,
+                CODEC_H264,
+                PRESET_P4,
+                sys::NV_ENC_TUNING_INFO_HIGH_QUALITY,
+                &mut preset,
+            )
+        })?;
+        let s = self.settings;
+        let mut config = preset.presetCfg;
+        config.version = CONFIG_VER;
+        config.profileGUID = PROFILE_HIGH;
+        config.gopLength = s.gop_frames.max(1);
+        // P frames only: no B-frames, so every picture comes out as it goes in.
+        config.frameIntervalP = 1;
+        config.rcParams.rateControlMode = sys::NV_ENC_PARAMS_RC_VBR;
+        config.rcParams.averageBitRate = s.bitrate_bps;
+        config.rcParams.maxBitRate = s.bitrate_bps;
+        config.rcParams.vbvBufferSize = (f64::from(s.bitrate_bps) * s.bufsize_factor) as u32;
+        config.rcParams.vbvInitialDelay = config.rcParams.vbvBufferSize;
+        // SAFETY: the H.264 member is the one NVENC reads for CODEC_H264, and
+        // the preset filled it.
+        unsafe {
+            let h264 = &mut config.encodeCodecConfig.h264Config;
+            h264.idrPeriod = config.gopLength;
+            h264.set_repeatSPSPPS(1);
+        }
+        let mut init = sys::NV_ENC_INITIALIZE_PARAMS {
+            version: INITIALIZE_PARAMS_VER,
+            encodeGUID: CODEC_H264,
+            presetGUID: PRESET_P4,
+            encodeWidth: s.width,
+            encodeHeight: s.height,
+            darWidth: s.width,
+            darHeight: s.height,
+            frameRateNum: s.rate.0,
+            frameRateDen: s.rate.1.max(1),
+            enablePTD: 1,
+            encodeConfig: &mut config,
+            maxEncodeWidth: s.width,
+            maxEncodeHeight: s.height,
+            tuningInfo: sys::NV_ENC_TUNING_INFO_HIGH_QUALITY,
+            ..Default::default()
+        };
+        let initialize = function(f.nvEncInitializeEncoder, "nvEncInitializeEncoder")?;
+        // SAFETY: `init` and the config it points to live across the call.
+        nvenc_check("initialising the encoder", unsafe {
+            initialize(handle, &mut init)
+        })?;
+
+        let create = function(f.nvEncCreateBitstreamBuffer, "nvEncCreateBitstreamBuffer")?;
+        let mut buffer = sys::NV_ENC_CREATE_BITSTREAM_BUFFER {
+            version: CREATE_BITSTREAM_BUFFER_VER,
+            ..Default::default()
+        };
+        // SAFETY: a live, initialised session; a versioned out-struct.
+        nvenc_check("creating the bitstream buffer", unsafe {
+            create(handle, &mut buffer)
+        })?;
+        self.bitstream = buffer.bitstreamBuffer;
+        Ok(())
+    }
+
+    /// Registers the device picture the kernels write (once per address).
+    fn register(&mut self, picture: u64) -> Result<sys::NV_ENC_REGISTERED_PTR, GpuError> {
+        if let Some((address, registered)) = self.registered
+            && address == picture
+        {
+            return Ok(registered);
+        }
+        self.unregister();
+        let register = function(
+            self.functions.nvEncRegisterResource,
+            "nvEncRegisterResource",
+        )?;
+        let mut resource = sys::NV_ENC_REGISTER_RESOURCE {
+            version: REGISTER_RESOURCE_VER,
+            resourceType: sys::NV_ENC_INPUT_RESOURCE_TYPE_CUDADEVICEPTR,
+            width: self.settings.width,
+            height: self.settings.height,
+            pitch: self.settings.width,
+            resourceToRegister: picture as *mut c_void,
+            bufferFormat: sys::NV_ENC_BUFFER_FORMAT_NV12,
+            bufferUsage: sys::NV_ENC_INPUT_IMAGE,
+            ..Default::default()
+        };
+        // SAFETY: a live session; `picture` is a device allocation of a packed
+        // NV12 picture of the session's size, which outlives the registration
+        // (the caller keeps the scaler alive while encoding).
+        nvenc_check("registering the input", unsafe {
+            register(self.session.handle, &mut resource)
+        })?;
+        self.registered = Some((picture, resource.registeredResource));
+        Ok(resource.registeredResource)
+    }
+
+    fn unregister(&mut self) {
+        if let (Some((_, registered)), Some(unregister)) = (
+            self.registered.take(),
+            self.functions.nvEncUnregisterResource,
+        ) {
+            // SAFETY: registered on this session, unregistered once.
+            let _ = unsafe { unregister(self.session.handle, registered) };
+        }
+    }
+
+    /// Encodes the packed NV12 picture at device address `picture` (its
+    /// writes finished: the caller synchronised the stream).
+    pub fn encode(&mut self, picture: u64, pts: i64) -> Result<(), GpuError> {
+        let registered = self.register(picture)?;
+        let f = self.functions;
+        let handle = self.session.handle;
+        let map = function(f.nvEncMapInputResource, "nvEncMapInputResource")?;
+        let unmap = function(f.nvEncUnmapInputResource, "nvEncUnmapInputResource")?;
+        let mut mapping = sys::NV_ENC_MAP_INPUT_RESOURCE {
+            version: MAP_INPUT_RESOURCE_VER,
+            registeredResource: registered,
+            ..Default::default()
+        };
+        // SAFETY: a resource registered on this session.
+        nvenc_check("mapping the input", unsafe { map(handle, &mut mapping) })?;
+        let mut params = sys::NV_ENC_PIC_PARAMS {
+            version: PIC_PARAMS_VER,
+            inputWidth: self.settings.width,
+            inputHeight: self.settings.height,
+            inputPitch: self.settings.width,
+            encodePicFlags: if self.frames == 0 {
+                sys::NV_ENC_PIC_FLAG_FORCEIDR
+            } else {
+                0
+            },
+            frameIdx: self.frames,
+            inputTimeStamp: pts as u64,
+            inputBuffer: mapping.mappedResource,
+            outputBitstream: self.bitstream,
+            bufferFmt: mapping.mappedBufferFmt,
+            pictureStruct: sys::NV_ENC_PIC_STRUCT_FRAME,
+            ..Default::default()
+        };
+        let encode = function(f.nvEncEncodePicture, "nvEncEncodePicture")?;
+        // SAFETY: the mapped input and the bitstream buffer belong to this session.
+        let status = unsafe { encode(handle, &mut params) };
+        let result = if status == sys::NV_ENC_SUCCESS {
+            self.frames += 1;
+            self.take_output()
+        } else {
+            nvenc_check("encoding", status)
+        };
+        // SAFETY: mapped above on this session, unmapped once.
+        let _ = unsafe { unmap(handle, mapping.mappedResource) };
+        result
+    }
+
+    /// Copies the access unit out of the bitstream buffer.
+    fn take_output(&mut self) -> Result<(), GpuError> {
+        let f = self.functions;
+        let lock = function(f.nvEncLockBitstream, "nvEncLockBitstream")?;
+        let unlock = function(f.nvEncUnlockBitstream, "nvEncUnlockBitstream")?;
+        let mut locked = sys::NV_ENC_LOCK_BITSTREAM {
+            version: LOCK_BITSTREAM_VER,
+            outputBitstream: self.bitstream,
+            ..Default::default()
+        };
+        // SAFETY: the bitstream buffer of this session, which just encoded
+        // into it (synchronous mode: the lock waits for the picture).
+        nvenc_check("locking the bitstream", unsafe {
+            lock(self.session.handle, &mut locked)
+        })?;
+        // SAFETY: while locked, NVENC guarantees `bitstreamSizeInBytes` bytes
+        // at `bitstreamBufferPtr`; they are copied before unlocking.
+        let data = unsafe {
+            std::slice::from_raw_parts(
+                locked.bitstreamBufferPtr as *const u8,
+                locked.bitstreamSizeInBytes as usize,
+            )
+        }
+        .to_vec();
+        // SAFETY: locked above, unlocked once.
+        let _ = unsafe { unlock(self.session.handle, self.bitstream) };
+        self.units.push(EncodedAccessUnit {
+            data,
+            pts: locked.outputTimeStamp as i64,
+            key: matches!(
+                locked.pictureType,
+                sys::NV_ENC_PIC_TYPE_IDR | sys::NV_ENC_PIC_TYPE_I
+            ),
+        });
+        Ok(())
+    }
+
+    pub fn size(&self) -> (u32, u32) {
+        (self.settings.width, self.settings.height)
+    }
+
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Ends the stream and hands over the access units in order.
+    pub fn finish(mut self) -> Result<Vec<EncodedAccessUnit>, GpuError> {
+        let encode = function(self.functions.nvEncEncodePicture, "nvEncEncodePicture")?;
+        let mut params = sys::NV_ENC_PIC_PARAMS {
+            version: PIC_PARAMS_VER,
+            encodePicFlags: sys::NV_ENC_PIC_FLAG_EOS,
+            ..Default::default()
+        };
+        // SAFETY: an end-of-stream picture carries no buffers.
+        nvenc_check("ending the stream", unsafe {
+            encode(self.session.handle, &mut params)
+        })?;
+        Ok(std::mem::take(&mut self.units))
+    }
+}
+
+impl Drop for NvencEncoder {
+    fn drop(&mut self) {
+        self.unregister();
+        if !self.bitstream.is_null()
+            && let Some(destroy) = self.functions.nvEncDestroyBitstreamBuffer
+        {
+            // SAFETY: created on this session, destroyed once, before the
+            // session itself (a field, dropped after this).
+            let _ = unsafe { destroy(self.session.handle, self.bitstream) };
+        }
+    }
+}
+
 /// Encoder sessions in use on one GPU, against its limit.
 #[derive(Debug)]
 pub struct EncoderSessions {

@@ -1,11 +1,13 @@
 //! One segment on one GPU: demux on the CPU (libavformat), decode on NVDEC,
-//! resize every rung with the CUDA kernels, then the hybrid encode: each
-//! rung's NV12 picture comes back through a pinned host buffer (queued as an
-//! async copy behind its kernels, one synchronisation per source picture)
-//! and goes to that rung's libx264 thread, with the CPU backend's settings.
+//! resize every rung with the CUDA kernels, then encode each rung either on
+//! NVENC, straight from the device picture, where the GPU has it and a
+//! session is free, or on the hybrid path: the rung's NV12 picture comes back
+//! through a pinned host buffer (queued as an async copy behind its kernels,
+//! one synchronisation per source picture) and goes to that rung's libx264
+//! thread, with the CPU backend's settings.
 //!
-//! Decoded pictures never leave the GPU; only the scaled ones do, which is
-//! what an encoder on the CPU needs.
+//! Decoded pictures never leave the GPU; only scaled ones do, and only for
+//! an encoder on the CPU.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -19,8 +21,11 @@ use ffmpeg_next as ffmpeg;
 use super::GpuError;
 use super::cuda::{DeviceNv12, DeviceScaler, cuda_error};
 use super::nvdec::{Codec, Displayed, Parser};
+use super::nvenc::{EncoderSessions, NvencEncoder, NvencSettings};
 use super::{Device, sys};
-use crate::pipeline::cpu::{RungEncoder, RungPlan, SourceSegment, from_ff, nothing_decoded};
+use crate::pipeline::cpu::{
+    EncodedRung, RungEncoder, RungPlan, SourceSegment, from_ff, nothing_decoded, to_ff,
+};
 use crate::pipeline::ladder::{FrameDecimator, fit_in_box};
 use crate::pipeline::{EncoderSettings, Rational, TranscodeError, Transcoded};
 use crate::protocol::Profile;
@@ -63,22 +68,28 @@ fn sample_aspect(source: &SourceSegment) -> Rational {
 }
 
 /// One rung on the GPU side: its frame-rate decimator, its scaler (made at
-/// the first picture, remade if the picture size changes), its pinned
-/// download buffer and the channel to its encoder thread.
+/// the first picture, remade if the picture size changes), and its encoder:
+/// an NVENC session, or a pinned download buffer and the channel to its
+/// libx264 thread.
 struct GpuRung {
     plan: RungPlan,
     decimator: FrameDecimator,
     scaler: Option<DeviceScaler>,
     download: Option<PinnedHostSlice<u8>>,
     sender: Option<SyncSender<(frame::Video, Option<i64>)>>,
+    nvenc: Option<NvencEncoder>,
     output: (u32, u32),
+    busy: std::time::Duration,
 }
 
+/// Transcodes one segment on `device`; renditions go to NVENC when
+/// `nvenc` (the GPU's session count) is given and a session is free.
 pub fn transcode(
     device: &Device,
     segment: Bytes,
     profiles: &[Profile],
     settings: &EncoderSettings,
+    nvenc: Option<&std::sync::Arc<EncoderSessions>>,
 ) -> Result<Transcoded, SegmentFailure> {
     let mut source = SourceSegment::open(segment).map_err(SegmentFailure::Input)?;
     let codec = gpu_codec(source.codec)?;
@@ -98,31 +109,37 @@ pub fn transcode(
         for plan in plans {
             let (sender, receiver) = sync_channel::<(frame::Video, Option<i64>)>(PICTURE_QUEUE);
             let worker_plan = plan.clone();
-            workers.push(scope.spawn(move || {
-                let mut encoder: Option<RungEncoder> = None;
-                for (mut picture, pts) in receiver {
-                    if encoder.is_none() {
-                        encoder = Some(RungEncoder::open(
-                            worker_plan.clone(),
-                            picture.width(),
-                            picture.height(),
-                            Pixel::NV12,
-                        )?);
+            // A rung on NVENC sends its worker nothing: the worker then
+            // answers None.
+            workers.push(
+                scope.spawn(move || -> Result<Option<EncodedRung>, TranscodeError> {
+                    let mut encoder: Option<RungEncoder> = None;
+                    for (mut picture, pts) in receiver {
+                        if encoder.is_none() {
+                            encoder = Some(RungEncoder::open(
+                                worker_plan.clone(),
+                                picture.width(),
+                                picture.height(),
+                                Pixel::NV12,
+                            )?);
+                        }
+                        encoder
+                            .as_mut()
+                            .expect("set above")
+                            .encode(&mut picture, pts)?;
                     }
-                    encoder
-                        .as_mut()
-                        .expect("set above")
-                        .encode(&mut picture, pts)?;
-                }
-                encoder.ok_or_else(nothing_decoded)?.finish(0.0)
-            }));
+                    encoder.map(|e| e.finish(0.0)).transpose()
+                }),
+            );
             rungs.push(GpuRung {
                 decimator: plan.decimator(),
                 plan,
                 scaler: None,
                 download: None,
                 sender: Some(sender),
+                nvenc: None,
                 output: (0, 0),
+                busy: std::time::Duration::ZERO,
             });
         }
 
@@ -140,32 +157,56 @@ pub fn transcode(
                     continue;
                 }
                 while let Some(picture) = parser.next_displayed() {
-                    if scale_and_send(device, &stream, &parser, &picture, &mut rungs, aspect)? {
+                    if scale_and_send(
+                        device, &stream, &parser, &picture, &mut rungs, aspect, nvenc,
+                    )? {
                         count(&mut decoded, &mut span, picture.pts);
                     }
                 }
             }
             parser.finish()?;
             while let Some(picture) = parser.next_displayed() {
-                if scale_and_send(device, &stream, &parser, &picture, &mut rungs, aspect)? {
+                if scale_and_send(
+                    device, &stream, &parser, &picture, &mut rungs, aspect, nvenc,
+                )? {
                     count(&mut decoded, &mut span, picture.pts);
                 }
             }
             Ok(())
         };
-        let result = run();
-        // Hanging up ends each encoder's loop.
+        let mut result = run();
+        // Hanging up ends each libx264 worker's loop; NVENC sessions end here.
+        let mut on_nvenc = Vec::with_capacity(rungs.len());
         for rung in &mut rungs {
             rung.sender = None;
+            on_nvenc.push(match rung.nvenc.take() {
+                Some(encoder) if result.is_ok() => {
+                    match finish_nvenc(&rung.plan, encoder, rung.busy) {
+                        Ok(encoded) => Some(encoded),
+                        Err(e) => {
+                            result = Err(e);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            });
         }
         let encoded: Vec<_> = workers
             .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
+            .zip(on_nvenc)
+            .map(|(worker, nvenc)| {
+                let on_cpu = worker.join().unwrap_or_else(|_| {
                     Err(TranscodeError::Internal(
                         "an encoder thread panicked".into(),
                     ))
-                })
+                });
+                match (nvenc, on_cpu) {
+                    (Some(encoded), _) => Ok(encoded),
+                    (None, Ok(Some(encoded))) => Ok(encoded),
+                    (None, Ok(None)) => Err(nothing_decoded()),
+                    (None, Err(e)) => Err(e),
+                }
             })
             .collect();
         (result, encoded)
@@ -205,6 +246,7 @@ fn scale_and_send(
     picture: &Displayed,
     rungs: &mut [GpuRung],
     aspect: Rational,
+    nvenc: Option<&Arc<EncoderSessions>>,
 ) -> Result<bool, GpuError> {
     if !parser.decoded_cleanly(picture) {
         return Ok(false);
@@ -234,22 +276,26 @@ fn scale_and_send(
             );
             // The encoder is opened at the first picture's size; later
             // pictures of another source size still come out at it.
-            let output = if rung.output == (0, 0) {
-                output
-            } else {
-                rung.output
-            };
+            let first = rung.output == (0, 0);
+            let output = if first { output } else { rung.output };
             rung.output = output;
             rung.scaler = Some(device.runtime.scaler(stream, size, output)?);
-            let len = super::resize::Nv12Image::len_for(output.0, output.1);
-            rung.download = Some(super::cuda::alloc_pinned(&device.runtime, len)?);
+            if first {
+                rung.nvenc =
+                    nvenc.and_then(|sessions| open_nvenc(device, sessions, &rung.plan, output));
+            }
+            if rung.nvenc.is_none() {
+                let len = super::resize::Nv12Image::len_for(output.0, output.1);
+                rung.download = Some(super::cuda::alloc_pinned(&device.runtime, len)?);
+            }
         }
         let scaler = rung.scaler.as_mut().expect("made above");
         device.runtime.resize(stream, source, scaler)?;
-        let download = rung.download.as_mut().expect("made with the scaler");
-        stream
-            .memcpy_dtoh(scaler.picture(), download)
-            .map_err(|e| cuda_error("downloading a scaled picture", e))?;
+        if let Some(download) = rung.download.as_mut() {
+            stream
+                .memcpy_dtoh(scaler.picture(), download)
+                .map_err(|e| cuda_error("downloading a scaled picture", e))?;
+        }
     }
     stream
         .synchronize()
@@ -258,6 +304,13 @@ fn scale_and_send(
     drop(mapped);
 
     for (rung, _) in rungs.iter_mut().zip(&keep).filter(|(_, k)| **k) {
+        if let Some(encoder) = rung.nvenc.as_mut() {
+            let started = std::time::Instant::now();
+            let scaler = rung.scaler.as_ref().expect("made above");
+            encoder.encode(scaler.picture_address(stream), picture.pts.unwrap_or(0))?;
+            rung.busy += started.elapsed();
+            continue;
+        }
         let (w, h) = rung.output;
         let download = rung.download.as_ref().expect("made with the scaler");
         let host = download
@@ -272,6 +325,93 @@ fn scale_and_send(
         }
     }
     Ok(true)
+}
+
+/// NVENC's settings for a rung: the libx264 path's rate control and GOP.
+fn nvenc_settings(plan: &RungPlan, (width, height): (u32, u32)) -> NvencSettings {
+    let rate = plan.output_rate();
+    NvencSettings {
+        width,
+        height,
+        rate: (rate.num.max(1) as u32, rate.den.max(1) as u32),
+        bitrate_bps: plan.profile.bitrate_bps,
+        gop_frames: (plan.settings.gop_seconds * rate.as_f64()).round().max(1.0) as u32,
+        bufsize_factor: plan.settings.bufsize_factor,
+    }
+}
+
+/// An NVENC session for a rung, or None (the rung then takes the hybrid
+/// path): the GPU's session limit is reached, or NVENC refused.
+fn open_nvenc(
+    device: &Device,
+    sessions: &Arc<EncoderSessions>,
+    plan: &RungPlan,
+    (width, height): (u32, u32),
+) -> Option<NvencEncoder> {
+    let settings = nvenc_settings(plan, (width, height));
+    let permit = match sessions.acquire() {
+        Ok(permit) => permit,
+        Err(e) => {
+            tracing::debug!(
+                profile = plan.profile.name,
+                "{e}; encoding this rendition with libx264"
+            );
+            return None;
+        }
+    };
+    match NvencEncoder::open(device.runtime.context.cu_ctx().cast(), permit, settings) {
+        Ok(encoder) => Some(encoder),
+        Err(e) => {
+            tracing::warn!(profile = plan.profile.name, error = %e, "NVENC refused; encoding this rendition with libx264");
+            None
+        }
+    }
+}
+
+/// An NVENC rung's access units as the muxer's packets and stream parameters.
+fn finish_nvenc(
+    plan: &RungPlan,
+    encoder: NvencEncoder,
+    busy: std::time::Duration,
+) -> Result<EncodedRung, GpuError> {
+    let (width, height) = encoder.size();
+    let frames = u64::from(encoder.frames());
+    let units = encoder.finish()?;
+    // Stream parameters from an (unopened) H.264 codec context of this size.
+    let h264 = ffmpeg::encoder::find(codec::Id::H264)
+        .ok_or_else(|| GpuError::Nvenc("this FFmpeg knows no H.264 codec".into()))?;
+    let mut context = codec::context::Context::new_with_codec(h264)
+        .encoder()
+        .video()
+        .map_err(|e| GpuError::Nvenc(format!("stream parameters: {e}")))?;
+    context.set_width(width);
+    context.set_height(height);
+    context.set_format(Pixel::YUV420P);
+    context.set_time_base(to_ff(plan.time_base));
+    let parameters = codec::Parameters::from(&context);
+    let packets = units
+        .into_iter()
+        .map(|unit| {
+            let mut packet = ffmpeg::Packet::copy(&unit.data);
+            // No B-frames: decoding order is display order.
+            packet.set_pts(Some(unit.pts));
+            packet.set_dts(Some(unit.pts));
+            if unit.key {
+                packet.set_flags(ffmpeg::packet::Flags::KEY);
+            }
+            packet
+        })
+        .collect();
+    Ok(EncodedRung {
+        profile: plan.profile,
+        parameters,
+        time_base: to_ff(plan.time_base),
+        packets,
+        width,
+        height,
+        frames,
+        encode_seconds: busy.as_secs_f64(),
+    })
 }
 
 /// Copies a packed NV12 picture into an FFmpeg frame (whose rows are padded).
@@ -310,6 +450,24 @@ mod tests {
         let cstride = frame.stride(1);
         assert_eq!(&frame.data(1)[..6], &packed[24..30]);
         assert_eq!(&frame.data(1)[cstride..cstride + 6], &packed[30..36]);
+    }
+
+    #[test]
+    fn nvenc_gets_the_x264_paths_rate_control_and_gop() {
+        let profile = crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0];
+        let plan = RungPlan {
+            profile,
+            time_base: Rational::new(1, 90_000),
+            source_rate: Some(Rational::new(60, 1)),
+            settings: EncoderSettings::default(),
+        };
+        let settings = nvenc_settings(&plan, (640, 360));
+        // The profile's 30 fps (lowered from the source's 60), GOP 2 s.
+        assert_eq!(settings.rate, (30, 1));
+        assert_eq!(settings.gop_frames, 60);
+        assert_eq!(settings.bitrate_bps, profile.bitrate_bps);
+        assert_eq!((settings.width, settings.height), (640, 360));
+        assert_eq!(settings.bufsize_factor, 2.0);
     }
 
     #[test]
