@@ -107,7 +107,7 @@ impl Device {
         let runtime = DeviceRuntime::open(ordinal, fresh)?;
         runtime.bind()?;
         Ok(Self {
-            decoders: DecoderPool::default(),
+            decoders: DecoderPool::new(runtime.context.cu_ctx().cast())?,
             runtime,
         })
     }

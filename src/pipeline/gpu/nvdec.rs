@@ -54,6 +54,8 @@ pub struct Nvcuvid {
     parse:
         unsafe extern "C" fn(sys::CUvideoparser, *mut sys::CUVIDSOURCEDATAPACKET) -> sys::CUresult,
     destroy_parser: unsafe extern "C" fn(sys::CUvideoparser) -> sys::CUresult,
+    create_lock: unsafe extern "C" fn(*mut sys::CUvideoctxlock, sys::CUcontext) -> sys::CUresult,
+    destroy_lock: unsafe extern "C" fn(sys::CUvideoctxlock) -> sys::CUresult,
 }
 
 impl std::fmt::Debug for Nvcuvid {
@@ -97,6 +99,8 @@ impl Nvcuvid {
                             create_parser: symbol(&library, "cuvidCreateVideoParser")?,
                             parse: symbol(&library, "cuvidParseVideoData")?,
                             destroy_parser: symbol(&library, "cuvidDestroyVideoParser")?,
+                            create_lock: symbol(&library, "cuvidCtxLockCreate")?,
+                            destroy_lock: symbol(&library, "cuvidCtxLockDestroy")?,
                             _library: library,
                         })
                     };
@@ -211,7 +215,7 @@ pub struct Decoder {
 unsafe impl Send for Decoder {}
 
 impl Decoder {
-    fn create(shape: StreamShape) -> Result<Self, GpuError> {
+    fn create(shape: StreamShape, lock: sys::CUvideoctxlock) -> Result<Self, GpuError> {
         let lib = library()?;
         let (left, top, right, bottom) = shape.display;
         let (width, height) = shape.display_size();
@@ -234,6 +238,7 @@ impl Decoder {
             ulTargetWidth: width.into(),
             ulTargetHeight: height.into(),
             ulNumOutputSurfaces: 2,
+            vidLock: lock,
             ..Default::default()
         };
         info.display_area.left = left as i16;
@@ -265,16 +270,49 @@ impl Drop for Decoder {
 }
 
 /// Idle decoders of one GPU, kept for the next segment of the same shape
-/// (creating one costs milliseconds and driver memory).
-#[derive(Debug, Default)]
+/// (creating one costs milliseconds and driver memory), and the context
+/// lock all its decoders share, since segments decode on several threads.
+#[derive(Debug)]
 pub struct DecoderPool {
     idle: Mutex<Vec<Decoder>>,
+    lock: sys::CUvideoctxlock,
+}
+
+// SAFETY: the context lock is a driver object meant to be shared between
+// threads (that is its purpose); the decoders are behind the mutex.
+unsafe impl Send for DecoderPool {}
+// SAFETY: as above.
+unsafe impl Sync for DecoderPool {}
+
+impl Drop for DecoderPool {
+    fn drop(&mut self) {
+        self.clear();
+        if let Ok(lib) = library() {
+            // SAFETY: created in `new`, destroyed once, after every decoder
+            // that used it.
+            let _ = unsafe { (lib.destroy_lock)(self.lock) };
+        }
+    }
 }
 
 /// Idle decoders kept per GPU; the oldest is freed first.
 const POOL_LIMIT: usize = 16;
 
 impl DecoderPool {
+    /// A pool for the decoders of `context` (a `CUcontext`).
+    pub fn new(context: *mut c_void) -> Result<Self, GpuError> {
+        let lib = library()?;
+        let mut lock: sys::CUvideoctxlock = std::ptr::null_mut();
+        // SAFETY: a live context and a live out-pointer.
+        check("cuvidCtxLockCreate", unsafe {
+            (lib.create_lock)(&mut lock, context.cast())
+        })?;
+        Ok(Self {
+            idle: Mutex::new(Vec::new()),
+            lock,
+        })
+    }
+
     fn take(&self, shape: &StreamShape) -> Option<Decoder> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let index = idle.iter().position(|d| d.shape == *shape)?;
@@ -388,7 +426,9 @@ impl ParserState<'_> {
         }
         let decoder = match self.pool.take(&shape) {
             Some(decoder) => decoder,
-            None => match check_size(self.codec, &shape).and_then(|()| Decoder::create(shape)) {
+            None => match check_size(self.codec, &shape)
+                .and_then(|()| Decoder::create(shape, self.pool.lock))
+            {
                 Ok(decoder) => decoder,
                 Err(e) => {
                     self.error = Some(e);
