@@ -55,6 +55,9 @@ pub struct SegmentTiming {
     pub seg_dur: f64,
     pub transcode_time: f64,
     pub frames: u64,
+    /// The GPU backend handed this segment to the CPU.
+    #[serde(skip)]
+    pub fell_back: bool,
     /// (profile, seconds of its own scale + encode work).
     #[serde(skip)]
     pub profiles: Vec<(&'static str, f64)>,
@@ -98,6 +101,8 @@ pub struct BenchReport {
     pub segments_per_second: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
+    /// Segments the GPU backend handed to the CPU (0 on the CPU backend).
+    pub cpu_fallbacks: usize,
     pub per_profile: Vec<ProfileTiming>,
     pub machine: Machine,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +180,7 @@ pub fn run(
                             seg_dur: segment.seconds,
                             transcode_time: begun.elapsed().as_secs_f64(),
                             frames: transcoded.source_frames,
+                            fell_back: transcoded.fallback.is_some(),
                             profiles: transcoded
                                 .renditions
                                 .iter()
@@ -245,6 +251,7 @@ fn summarise(
         segments_per_second: timings.len() as f64 / wall.max(f64::EPSILON),
         p50_ms: percentile(&latencies, 50.0),
         p95_ms: percentile(&latencies, 95.0),
+        cpu_fallbacks: timings.iter().filter(|t| t.fell_back).count(),
         per_profile,
         machine: machine(),
         baseline: None,
@@ -404,6 +411,12 @@ impl BenchReport {
             self.p50_ms,
             self.p95_ms
         ));
+        if self.cpu_fallbacks > 0 {
+            out.push_str(&format!(
+                "{} segments were handed to the CPU by the GPU backend (see the log)\n",
+                self.cpu_fallbacks
+            ));
+        }
         out.push_str("\nprofile           mean encode ms  p95 encode ms\n");
         for p in &self.per_profile {
             out.push_str(&format!(
