@@ -258,14 +258,7 @@ fn grid(samples: i32, rows: i32) -> LaunchConfig {
 impl ResizeKernels {
     fn load(context: &Arc<CudaContext>) -> Result<Self, GpuError> {
         let ptx = if PREBUILT_PTX.trim().is_empty() {
-            // SAFETY: only opens the library by name to see whether it exists.
-            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                return Err(GpuError::Kernel(
-                    "this build has no prebuilt PTX and libnvrtc was not found".into(),
-                ));
-            }
-            cudarc::nvrtc::compile_ptx(KERNEL_SOURCE)
-                .map_err(|e| GpuError::Kernel(format!("NVRTC: {e}")))?
+            cudarc::nvrtc::Ptx::from_src(nvrtc_ptx()?)
         } else {
             cudarc::nvrtc::Ptx::from_src(PREBUILT_PTX)
         };
@@ -282,6 +275,24 @@ impl ResizeKernels {
             vertical: function("resize_vertical")?,
         })
     }
+}
+
+/// The kernels compiled by NVRTC, once per process (every context, and every
+/// rebuilt one, loads the same PTX).
+fn nvrtc_ptx() -> Result<String, GpuError> {
+    static PTX: std::sync::OnceLock<Result<String, GpuError>> = std::sync::OnceLock::new();
+    PTX.get_or_init(|| {
+        // SAFETY: only opens the library by name to see whether it exists.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(GpuError::Kernel(
+                "this build has no prebuilt PTX and libnvrtc was not found".into(),
+            ));
+        }
+        cudarc::nvrtc::compile_ptx(KERNEL_SOURCE)
+            .map(|ptx| ptx.to_src())
+            .map_err(|e| GpuError::Kernel(format!("NVRTC: {e}")))
+    })
+    .clone()
 }
 
 /// An NV12 picture on the device that lpgpu does not own (an NVDEC surface
