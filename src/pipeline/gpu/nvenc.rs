@@ -363,6 +363,10 @@ impl NvencEncoder {
         config.rcParams.maxBitRate = s.bitrate_bps;
         config.rcParams.vbvBufferSize = (f64::from(s.bitrate_bps) * s.bufsize_factor) as u32;
         config.rcParams.vbvInitialDelay = config.rcParams.vbvBufferSize;
+        // One picture in, one access unit out: no lookahead, no reordering
+        // (the synchronous loop below relies on it).
+        config.rcParams.set_enableLookahead(0);
+        config.rcParams.set_zeroReorderDelay(1);
         // SAFETY: the H.264 member is the one NVENC reads for CODEC_H264, and
         // the preset filled it.
         unsafe {
@@ -485,11 +489,17 @@ impl NvencEncoder {
         let encode = function(f.nvEncEncodePicture, "nvEncEncodePicture")?;
         // SAFETY: the mapped input and the bitstream buffer belong to this session.
         let status = unsafe { encode(handle, &mut params) };
-        let result = if status == sys::NV_ENC_SUCCESS {
-            self.frames += 1;
-            self.take_output()
-        } else {
-            nvenc_check("encoding", status)
+        let result = match status {
+            sys::NV_ENC_SUCCESS => {
+                self.frames += 1;
+                self.take_output()
+            }
+            // Configured out above; a driver that buffers anyway is a failure
+            // here (the segment is retried on the CPU) rather than lost frames.
+            sys::NV_ENC_ERR_NEED_MORE_INPUT => Err(GpuError::Nvenc(
+                "NVENC buffered a picture although lookahead and B-frames are off".into(),
+            )),
+            other => nvenc_check("encoding", other),
         };
         // SAFETY: mapped above on this session, unmapped once.
         let _ = unsafe { unmap(handle, mapping.mappedResource) };
