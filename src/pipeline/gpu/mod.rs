@@ -467,8 +467,14 @@ impl Backend for GpuBackend {
                 {
                     tracing::warn!(gpu = slot.ordinal, %error, "NVENC failed; this GPU encodes with libx264 from now on");
                 }
-                tracing::warn!(gpu = slot.ordinal, %error, "the GPU could not transcode this segment; retrying on the CPU");
-                slot.after_error(&error);
+                if let GpuError::NvdecUnsupported(_) = error {
+                    // A stream NVDEC does not take (another codec, 10-bit):
+                    // expected, and the GPU is fine.
+                    tracing::info!(gpu = slot.ordinal, %error, "transcoding this segment on the CPU");
+                } else {
+                    tracing::warn!(gpu = slot.ordinal, %error, "the GPU could not transcode this segment; retrying on the CPU");
+                    slot.after_error(&error);
+                }
                 drop(placement);
                 self.on_cpu(segment, profiles, error.to_string())
             }
