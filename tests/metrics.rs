@@ -143,6 +143,77 @@ async fn metrics_count_real_traffic_and_pass_promtool() {
     node.stop().await;
 }
 
+/// A GPU backend whose GPU has gone: every segment is handed to the real CPU
+/// backend, as `GpuBackend` does after a CUDA error.
+#[derive(Debug)]
+struct GpuGone(lpgpu::pipeline::cpu::CpuBackend);
+
+impl lpgpu::pipeline::Backend for GpuGone {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device(&self) -> String {
+        "a GPU that fell off the bus".into()
+    }
+
+    fn transcode(
+        &self,
+        segment: Bytes,
+        profiles: &[lpgpu::protocol::Profile],
+    ) -> Result<lpgpu::pipeline::Transcoded, lpgpu::pipeline::TranscodeError> {
+        let mut transcoded = self.0.transcode(segment, profiles)?;
+        transcoded.fallback = Some("CUDA: an illegal memory access was encountered".into());
+        Ok(transcoded)
+    }
+}
+
+#[tokio::test]
+async fn a_segment_the_gpu_hands_to_the_cpu_is_counted_under_the_cpu() {
+    let world = World::new(1.0);
+    let job = world.job("P240p30fps16x9", 1_000_000);
+    let backend = std::sync::Arc::new(GpuGone(lpgpu::pipeline::cpu::CpuBackend::new(
+        lpgpu::pipeline::EncoderSettings::default(),
+    )));
+    let chain: std::sync::Arc<dyn lpgpu::chain::Chain> = std::sync::Arc::new(world.ledger.clone());
+    let node = RunningNode::start_with_backend(
+        chain,
+        world.orchestrator.clone(),
+        "localhost",
+        |_| {},
+        backend,
+    )
+    .await;
+    let body = Bytes::from(std::fs::read(clip("h264_720p.ts")).unwrap());
+    let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
+    let header = encode_segment_header(&SegmentHeader::sign(
+        &world.broadcaster,
+        &stream_id,
+        0,
+        keccak256(&body),
+    ));
+    let request = http::Request::post("https://localhost/segment")
+        .header("authorization", "Livepeer-Eth-1")
+        .header("credentials", mint_credentials(&world.orchestrator, job))
+        .header("livepeer-segment", &header)
+        .header("content-type", "video/MP2T")
+        .body(Full::new(body))
+        .unwrap();
+    let (status, _, _) = https_request(node.addr, "localhost", b"h2", request).await;
+    assert_eq!(status, 200);
+
+    let metrics = node.transcoder.metrics();
+    assert_eq!(metrics.gpu_fallbacks.get(), 1);
+    let on = |backend: &str| {
+        metrics
+            .transcode_seconds
+            .with_label_values(&[backend])
+            .get_sample_count()
+    };
+    assert_eq!((on("cpu"), on("gpu")), (1, 0));
+    node.stop().await;
+}
+
 #[test]
 fn every_metric_the_dashboard_queries_exists() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/lpgpu.json");

@@ -11,8 +11,8 @@ use lpgpu::chain::{Chain, Ledger, NewJob};
 use lpgpu::eth::PrivateKey;
 use lpgpu::metrics::Metrics;
 use lpgpu::orchestrator::OrchestratorService;
-use lpgpu::pipeline::EncoderSettings;
 use lpgpu::pipeline::cpu::CpuBackend;
+use lpgpu::pipeline::{Backend, EncoderSettings};
 use lpgpu::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
 use lpgpu::server::{NodeRoutes, serve, service_uri};
 use lpgpu::tls::SelfSignedCert;
@@ -94,6 +94,19 @@ impl RunningNode {
         hostname: &str,
         adjust: impl FnOnce(&mut TranscoderConfig),
     ) -> Self {
+        let backend = Arc::new(CpuBackend::new(EncoderSettings::default()));
+        Self::start_with_backend(chain, orchestrator, hostname, adjust, backend).await
+    }
+
+    /// Starts a node that transcodes with `backend`.
+    #[allow(dead_code)] // not every test binary uses every helper
+    pub async fn start_with_backend(
+        chain: Arc<dyn Chain>,
+        orchestrator: PrivateKey,
+        hostname: &str,
+        adjust: impl FnOnce(&mut TranscoderConfig),
+        backend: Arc<dyn Backend>,
+    ) -> Self {
         let cert = SelfSignedCert::generate(hostname).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -116,7 +129,6 @@ impl RunningNode {
             },
         };
         adjust(&mut config);
-        let backend = Arc::new(CpuBackend::new(EncoderSettings::default()));
         let transcoder = Arc::new(Transcoder::new(config, chain, backend, metrics));
         let routes = NodeRoutes::new(Some(service), Some(transcoder.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
