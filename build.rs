@@ -5,8 +5,9 @@
 //! - Rust types for NVIDIA's video codec API from the headers of Debian's
 //!   `libffmpeg-nvenc-dev` (`/usr/include/ffnvcodec`, or `LPGPU_NVCODEC_INCLUDE`).
 //!   Only types: the libraries themselves are opened at run time;
-//! - PTX for `cuda/*.cu` when clang can make it (Debian's clang can, without
-//!   a CUDA toolkit). Without it the kernels are compiled by NVRTC at run time.
+//! - PTX for `cuda/*.cu` from nvcc where a CUDA toolkit is installed, else
+//!   from clang (Debian's clang can, without a toolkit). Without either the
+//!   kernels are compiled by NVRTC at run time.
 //!
 //! Nothing here needs CUDA or a GPU.
 
@@ -76,14 +77,37 @@ fn generate_nvcodec_bindings(out_dir: &Path) {
         .unwrap_or_else(|e| panic!("writing the codec bindings: {e}"));
 }
 
-/// `cuda/*.cu` to PTX with clang (no CUDA toolkit: the kernels include no CUDA
-/// header). The driver JIT-compiles the PTX for whatever card it finds. When
-/// clang cannot, an empty file tells the crate to use NVRTC instead.
+/// `cuda/*.cu` to PTX: with `nvcc` when a CUDA toolkit is installed (or
+/// `LPGPU_NVCC` names one), else with clang, which needs no toolkit (the
+/// kernels include no CUDA header). The driver JIT-compiles the PTX for
+/// whatever card it finds. When neither can, an empty file tells the crate
+/// to use NVRTC at run time instead.
 fn compile_kernels_to_ptx(out_dir: &Path) {
     println!("cargo:rerun-if-env-changed=LPGPU_CLANG");
+    println!("cargo:rerun-if-env-changed=LPGPU_NVCC");
     let source = Path::new("cuda/resize_nv12.cu");
     println!("cargo:rerun-if-changed={}", source.display());
     let ptx = out_dir.join("resize_nv12.ptx");
+
+    let nvcc = std::env::var_os("LPGPU_NVCC")
+        .map(PathBuf::from)
+        .or_else(|| which("nvcc"));
+    if let Some(nvcc) = nvcc {
+        let built = std::process::Command::new(&nvcc)
+            .args(["-ptx", "-O3", "-arch=compute_70", "-o"])
+            .arg(&ptx)
+            .arg(source)
+            .status();
+        match built {
+            Ok(s) if s.success() => return,
+            outcome => println!(
+                "cargo:warning={} could not compile {} ({outcome:?}); trying clang",
+                nvcc.display(),
+                source.display()
+            ),
+        }
+    }
+
     let clang = std::env::var_os("LPGPU_CLANG").unwrap_or_else(|| "clang".into());
     let status = std::process::Command::new(&clang)
         .args(["-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_70"])
