@@ -111,3 +111,46 @@ fn a_sweep_finds_the_largest_concurrency_within_the_sizing_rule() {
     assert_eq!(json["max_concurrency"].as_u64(), within.last().copied());
     assert_eq!(json["sizing_ratio"], 0.8);
 }
+
+#[test]
+fn test_clip_writes_a_clip_bench_can_use_and_refuses_bad_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.ts");
+    let test_clip = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .arg("test-clip")
+            .arg("--out")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, complaint) in [
+        (&["--size", "640"][..], "--size must be WxH"),
+        (&["--size", "641x360"][..], "--size must be WxH"),
+        (&["--size", "8x8"][..], "--size must be WxH"),
+        (&["--size", "axb"][..], "--size must be WxH"),
+        (
+            &["--seconds", "0"][..],
+            "--seconds must be between 1 and 600",
+        ),
+    ] {
+        let out = test_clip(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(complaint),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!path.exists(), "{args:?} wrote a file");
+    }
+    let out = test_clip(&["--seconds", "2", "--size", "320x180"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (codec, width, height, seconds) = common::probe(&std::fs::read(&path).unwrap());
+    assert_eq!((codec.as_str(), width, height), ("h264", 320, 180));
+    assert!((seconds - 2.0).abs() < 0.1, "{seconds}");
+}

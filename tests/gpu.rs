@@ -212,22 +212,6 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
-fn random_image(width: u32, height: u32, seed: u64) -> Nv12Image {
-    let mut state = seed | 1;
-    Nv12Image {
-        width,
-        height,
-        data: (0..Nv12Image::len_for(width, height))
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8
-            })
-            .collect(),
-    }
-}
-
 #[test]
 #[ignore = "needs an NVIDIA GPU (the device check runs it)"]
 fn gpu_resize_kernel_matches_the_cpu_reference() {
@@ -243,7 +227,7 @@ fn gpu_resize_kernel_matches_the_cpu_reference() {
     ];
     for (i, (source, output)) in cases.into_iter().enumerate() {
         // Fresh random samples for every case.
-        let image = random_image(source.0, source.1, 0x5eed + i as u64);
+        let image = Nv12Image::noise(source.0, source.1, 0x5eed + i as u64);
         let reference = image.resize_reference(&Nv12Plan::new(source, output));
         let gpu = device.resize_image(&image, output).unwrap();
         let worst = gpu

@@ -15,7 +15,6 @@ use crate::bench::{
 };
 use crate::pipeline::Backend;
 use crate::pipeline::segmenter::Segment;
-use crate::pipeline::select_backend;
 use crate::protocol::parse_profile_list;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,11 +77,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         segment_seconds: args.segment_seconds,
         settings: settings.clone(),
     };
-    let backend = select_backend(
-        args.pipeline.backend,
-        settings,
-        &args.pipeline.gpu_options()?,
-    )?;
+    let backend = args.pipeline.backend()?;
     let segments = load_segments(&config.input, config.segment_seconds)?;
     tracing::info!(segments = segments.len(), input = %config.input.display(), "input segmented");
     if args.concurrency.from != args.concurrency.to {

@@ -21,7 +21,6 @@ use crate::eth::PrivateKey;
 use crate::metrics::Metrics;
 use crate::orchestrator::OrchestratorService;
 use crate::pipeline::segmenter::segment_file;
-use crate::pipeline::select_backend;
 use crate::pipeline::testclip::make_test_clip;
 use crate::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
 use crate::server::{NodeRoutes, serve, service_uri};
@@ -59,11 +58,7 @@ impl Drop for Scratch {
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let profiles = parse_profile_list(&args.profiles)?;
-    let backend = select_backend(
-        args.pipeline.backend,
-        args.pipeline.settings()?,
-        &args.pipeline.gpu_options()?,
-    )?;
+    let backend = args.pipeline.backend()?;
     let scratch = Scratch(std::env::temp_dir().join(format!("lpgpu-demo-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0)
         .with_context(|| format!("creating {}", scratch.0.display()))?;

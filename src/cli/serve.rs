@@ -15,7 +15,6 @@ use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::orchestrator::OrchestratorService;
-use crate::pipeline::select_backend;
 use crate::server::{NodeRoutes, serve, serve_metrics, service_uri, shutdown_signal};
 use crate::tls::SelfSignedCert;
 use crate::transcoder::store::StoreLimits;
@@ -233,11 +232,9 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
     let tls = cert.server_config()?;
     let chain = listen.chain.chain.open()?;
     let backend = match &role {
-        Role::Node { segments, .. } | Role::Transcoder { segments, .. } => Some(select_backend(
-            segments.pipeline.backend,
-            segments.pipeline.settings()?,
-            &segments.pipeline.gpu_options()?,
-        )?),
+        Role::Node { segments, .. } | Role::Transcoder { segments, .. } => {
+            Some(segments.pipeline.backend()?)
+        }
         Role::Orchestrator { .. } => None,
     };
     let role_name = role.name();

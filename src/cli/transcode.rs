@@ -40,6 +40,16 @@ pub(crate) struct PipelineArgs {
 }
 
 impl PipelineArgs {
+    /// The backend these flags ask for (`--backend gpu` fails saying what
+    /// is missing; `auto` falls back to the CPU and logs why).
+    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::pipeline::Backend>> {
+        Ok(select_backend(
+            self.backend,
+            self.settings()?,
+            &self.gpu_options()?,
+        )?)
+    }
+
     pub fn gpu_options(&self) -> Result<GpuOptions> {
         anyhow::ensure!(
             self.max_sessions_per_gpu >= 1,
@@ -102,11 +112,7 @@ pub(crate) struct TranscodeArgs {
 
 pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
     let profiles = parse_profile_list(&args.profiles)?;
-    let backend = select_backend(
-        args.pipeline.backend,
-        args.pipeline.settings()?,
-        &args.pipeline.gpu_options()?,
-    )?;
+    let backend = args.pipeline.backend()?;
     let segment =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let started = Instant::now();

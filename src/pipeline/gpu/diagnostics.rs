@@ -172,17 +172,9 @@ impl Device {
     ) -> Result<(f64, usize), GpuError> {
         self.runtime.bind()?;
         let stream = self.runtime.new_stream()?;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..Nv12Image::len_for(source.0, source.1))
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 56) as u8
-            })
-            .collect();
+        let noise = Nv12Image::noise(source.0, source.1, 0x9e37_79b9_7f4a_7c15);
         let input = stream
-            .clone_htod(&noise)
+            .clone_htod(&noise.data)
             .map_err(|e| cuda_error("uploading", e))?;
         let luma = address(&input, &stream);
         let picture = DeviceNv12 {

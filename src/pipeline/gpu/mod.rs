@@ -145,6 +145,17 @@ impl GpuSlot {
             .then_some(&self.encoder_sessions)
     }
 
+    /// One segment on this GPU (its device reopened first if need be).
+    fn transcode(
+        &self,
+        segment: Bytes,
+        profiles: &[Profile],
+        settings: &EncoderSettings,
+    ) -> Result<Transcoded, SegmentFailure> {
+        let device = self.device()?;
+        segment::transcode(&device, segment, profiles, settings, self.nvenc_sessions())
+    }
+
     /// The device, reopened if an error dropped it.
     fn device(&self) -> Result<Arc<Device>, GpuError> {
         let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,18 +298,7 @@ impl GpuBackend {
         let profile =
             crate::protocol::parse_profile_list("P240p30fps16x9").expect("a built-in profile")[0];
         for slot in &self.slots {
-            let outcome = slot
-                .device()
-                .map_err(SegmentFailure::Gpu)
-                .and_then(|device| {
-                    segment::transcode(
-                        &device,
-                        clip.clone(),
-                        &[profile],
-                        &self.settings,
-                        slot.nvenc_sessions(),
-                    )
-                });
+            let outcome = slot.transcode(clip.clone(), &[profile], &self.settings);
             match outcome {
                 Ok(t)
                     if t.renditions
@@ -446,18 +446,7 @@ impl Backend for GpuBackend {
             return self.on_cpu(segment, profiles, "no usable GPU is left".into());
         };
         let slot = &placement.slot;
-        let outcome = slot
-            .device()
-            .map_err(SegmentFailure::Gpu)
-            .and_then(|device| {
-                segment::transcode(
-                    &device,
-                    segment.clone(),
-                    profiles,
-                    &self.settings,
-                    slot.nvenc_sessions(),
-                )
-            });
+        let outcome = slot.transcode(segment.clone(), profiles, &self.settings);
         match outcome {
             Ok(transcoded) => Ok(transcoded),
             Err(SegmentFailure::Input(e)) => Err(e),

@@ -161,18 +161,17 @@ impl Drop for Session {
     }
 }
 
-/// Opens (and closes) one session on `context` (a `CUcontext`) to learn
-/// whether this GPU has NVENC.
-pub fn detect(context: *mut c_void) -> NvencSupport {
-    let lib = match library() {
-        Ok(lib) => lib,
-        Err(why) => return NvencSupport::Missing(why),
-    };
+/// Opens a session on `context` (a `CUcontext`): the session, or what the
+/// refusal means.
+fn open_session(context: *mut c_void) -> Result<(&'static Nvenc, Session), NvencSupport> {
+    let lib = library().map_err(NvencSupport::Missing)?;
     let (Some(open), Some(destroy)) = (
         lib.functions.nvEncOpenEncodeSessionEx,
         lib.functions.nvEncDestroyEncoder,
     ) else {
-        return NvencSupport::Missing("the NVENC function table is incomplete".into());
+        return Err(NvencSupport::Missing(
+            "the NVENC function table is incomplete".into(),
+        ));
     };
     let mut params = sys::NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS {
         version: struct_version(1),
@@ -185,11 +184,20 @@ pub fn detect(context: *mut c_void) -> NvencSupport {
     // SAFETY: initialised parameters naming a live CUDA context; a live
     // out-pointer.
     let status = unsafe { open(&mut params, &mut handle) };
-    let support = classify_open_status(status);
-    if status == sys::NV_ENC_SUCCESS && !handle.is_null() {
-        drop(Session { handle, destroy });
+    match classify_open_status(status) {
+        NvencSupport::Available if !handle.is_null() => Ok((lib, Session { handle, destroy })),
+        NvencSupport::Available => Err(NvencSupport::Unsupported("NVENC opened no session".into())),
+        refused => Err(refused),
     }
-    support
+}
+
+/// Opens (and closes) one session on `context` (a `CUcontext`) to learn
+/// whether this GPU has NVENC.
+pub fn detect(context: *mut c_void) -> NvencSupport {
+    match open_session(context) {
+        Ok(_) => NvencSupport::Available,
+        Err(refused) => refused,
+    }
 }
 
 /// `NV_ENC_CODEC_H264_GUID` (a `static const` in the header, which bindgen
@@ -291,38 +299,18 @@ impl NvencEncoder {
         permit: SessionPermit,
         settings: NvencSettings,
     ) -> Result<Self, GpuError> {
-        let lib = library().map_err(GpuError::Nvenc)?;
-        let functions = &lib.functions;
-        let open = function(
-            functions.nvEncOpenEncodeSessionEx,
-            "nvEncOpenEncodeSessionEx",
-        )?;
-        let destroy = function(functions.nvEncDestroyEncoder, "nvEncDestroyEncoder")?;
-        let mut params = sys::NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS {
-            version: struct_version(1),
-            deviceType: sys::NV_ENC_DEVICE_TYPE_CUDA,
-            device: context,
-            apiVersion: API_VERSION,
-            ..Default::default()
-        };
-        let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: initialised parameters naming a live context; live out-pointer.
-        let status = unsafe { open(&mut params, &mut handle) };
-        match classify_open_status(status) {
-            NvencSupport::Available if !handle.is_null() => {}
-            NvencSupport::SessionLimit => {
-                return Err(GpuError::EncoderSessionLimit(permit.sessions.limit));
-            }
-            other => return Err(GpuError::Nvenc(format!("opening a session: {other:?}"))),
-        }
+        let (lib, session) = open_session(context).map_err(|refused| match refused {
+            NvencSupport::SessionLimit => GpuError::EncoderSessionLimit(permit.sessions.limit),
+            other => GpuError::Nvenc(format!("opening a session: {other:?}")),
+        })?;
         let mut encoder = Self {
-            functions,
+            functions: &lib.functions,
             settings,
             registered: None,
             bitstream: std::ptr::null_mut(),
             frames: 0,
             units: Vec::new(),
-            session: Session { handle, destroy },
+            session,
             _permit: permit,
         };
         encoder.initialize()?;

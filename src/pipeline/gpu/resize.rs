@@ -256,6 +256,25 @@ impl Nv12Image {
         self.width as usize * self.height as usize
     }
 
+    /// A picture of xorshift64 noise: fresh, non-trivial samples for checks
+    /// and timings (never zeros, which hide unwritten outputs).
+    pub fn noise(width: u32, height: u32, seed: u64) -> Nv12Image {
+        let mut state = seed | 1;
+        let data = (0..Self::len_for(width, height))
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect();
+        Nv12Image {
+            width,
+            height,
+            data,
+        }
+    }
+
     /// Bytes of a packed NV12 picture of this size.
     pub fn len_for(width: u32, height: u32) -> usize {
         width as usize * height as usize
@@ -277,24 +296,6 @@ impl Nv12Image {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random_image(width: u32, height: u32, seed: u64) -> Nv12Image {
-        let mut state = seed | 1;
-        let data = (0..Nv12Image::len_for(width, height))
-            .map(|_| {
-                // xorshift64: fresh, non-trivial samples for every test.
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8
-            })
-            .collect();
-        Nv12Image {
-            width,
-            height,
-            data,
-        }
-    }
 
     #[test]
     fn every_row_of_weights_sums_to_one_and_stays_inside_the_plane() {
@@ -338,7 +339,7 @@ mod tests {
 
     #[test]
     fn identity_size_reproduces_the_source() {
-        let image = pseudo_random_image(32, 18, 7);
+        let image = Nv12Image::noise(32, 18, 7);
         let out = image.resize_reference(&Nv12Plan::new((32, 18), (32, 18)));
         assert_eq!(out, image);
     }
@@ -413,7 +414,7 @@ mod tests {
         // An independent check of the filter's shape: libswscale's bicubic on
         // the same random-but-smooth picture should land within a few levels.
         let (w, h) = (192, 108);
-        let mut image = pseudo_random_image(w, h, 99);
+        let mut image = Nv12Image::noise(w, h, 99);
         // Smooth the noise so the two filters' different lobes matter little.
         for _ in 0..4 {
             let copy = image.data.clone();
