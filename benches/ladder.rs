@@ -90,12 +90,17 @@ fn main() {
     let backend = CpuBackend::new(EncoderSettings::default());
 
     // One warm-up each.
-    backend.transcode(segment.clone(), &profiles).unwrap();
+    let specs = lpgpu::pipeline::rendition::from_profiles(&profiles);
+    backend
+        .transcode(segment.clone(), &specs, &Default::default())
+        .unwrap();
     ffmpeg_ladder(&source, dir.path(), &profiles);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = Instant::now();
-        let transcoded = backend.transcode(segment.clone(), &profiles).unwrap();
+        let transcoded = backend
+            .transcode(segment.clone(), &specs, &Default::default())
+            .unwrap();
         ours.push(started.elapsed());
         assert_eq!(transcoded.renditions.len(), 3);
         let started = Instant::now();

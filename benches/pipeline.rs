@@ -69,9 +69,13 @@ fn transcode(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(15));
     for name in RUNGS {
-        let profiles = [Profile::by_name(name).unwrap()];
+        let profiles = [Profile::by_name(name).unwrap().into()];
         group.bench_function(name, |b| {
-            b.iter(|| backend.transcode(segment.clone(), &profiles).unwrap())
+            b.iter(|| {
+                backend
+                    .transcode(segment.clone(), &profiles, &Default::default())
+                    .unwrap()
+            })
         });
     }
     group.finish();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::pipeline::segmenter::{Segment, SegmentError, segment_file};
-use crate::pipeline::{Backend, EncoderSettings, TranscodeError};
+use crate::pipeline::{Backend, EncoderSettings, SegmentOptions, TranscodeError};
 use crate::protocol::Profile;
 
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub struct SegmentTiming {
     pub fell_back: bool,
     /// (profile, seconds of its own scale + encode work).
     #[serde(skip)]
-    pub profiles: Vec<(&'static str, f64)>,
+    pub profiles: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +149,8 @@ pub fn run(
     on_segment: &(dyn Fn(&SegmentTiming) + Sync),
 ) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
+    let specs = crate::pipeline::rendition::from_profiles(&config.profiles);
+    let specs = &specs;
     let results: Vec<Result<Vec<SegmentTiming>, BenchError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.concurrency)
             .map(|session| {
@@ -167,7 +169,7 @@ pub fn run(
                         }
                         let begun = Instant::now();
                         let transcoded = backend
-                            .transcode(segment.data.clone(), &config.profiles)
+                            .transcode(segment.data.clone(), specs, &SegmentOptions::default())
                             .map_err(|error| BenchError::Transcode {
                                 session,
                                 segment: index,
@@ -184,7 +186,7 @@ pub fn run(
                             profiles: transcoded
                                 .renditions
                                 .iter()
-                                .map(|r| (r.profile.name, r.encode_seconds))
+                                .map(|r| (r.spec.name.clone(), r.encode_seconds))
                                 .collect(),
                         };
                         on_segment(&timing);
@@ -225,7 +227,7 @@ fn summarise(
                 .flat_map(|t| {
                     t.profiles
                         .iter()
-                        .filter(|(p, _)| *p == profile.name)
+                        .filter(|(p, _)| p == profile.name)
                         .map(|(_, s)| s * 1000.0)
                 })
                 .collect();

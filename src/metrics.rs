@@ -36,10 +36,86 @@ pub struct Metrics {
     pub gpu_fallbacks: IntCounter,
     /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
     pub gpu_utilization: GaugeVec,
+    /// The remote-transcoder mode's own (`lpgpu transcoder --orch-addr`).
+    pub remote: RemoteMetrics,
     realtime_ratio: Gauge,
     /// (when, seconds of source video) of segments transcoded in the window.
     transcoded: Arc<Mutex<VecDeque<(Instant, f64)>>>,
     names: Vec<&'static str>,
+}
+
+/// Metrics of the dial-out remote-transcoder mode.
+#[derive(Debug, Clone)]
+pub struct RemoteMetrics {
+    /// 1 while registered with the orchestrator.
+    pub registered: IntGauge,
+    /// Registrations after the first (the link came back).
+    pub reconnects: IntCounter,
+    /// Tasks by result: ok, error (an error result posted), busy (refused
+    /// past capacity), upload_failed (no result reached the orchestrator).
+    pub tasks: IntCounterVec,
+    /// Seconds per task phase: download, transcode, upload, total.
+    pub task_seconds: HistogramVec,
+    /// The capacity registered.
+    pub capacity: IntGauge,
+    /// Tasks running now.
+    pub tasks_in_flight: IntGauge,
+    /// Teardown notifications received.
+    pub teardowns: IntCounter,
+}
+
+impl RemoteMetrics {
+    fn register(r: &mut Registrar) -> Self {
+        let gauge = |r: &mut Registrar, name: &'static str, help: &str| {
+            r.add(name, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let counter = |r: &mut Registrar, name: &'static str, help: &str| {
+            r.add(name, IntCounter::new(name, help).expect("valid metric"))
+        };
+        Self {
+            registered: gauge(
+                r,
+                "lpgpu_remote_registered",
+                "1 while registered with the orchestrator (--orch-addr).",
+            ),
+            reconnects: counter(
+                r,
+                "lpgpu_remote_reconnects_total",
+                "Registrations with the orchestrator after the first.",
+            ),
+            tasks: r.counter(
+                "lpgpu_remote_tasks_total",
+                "Tasks from the orchestrator by result (ok, error, busy, upload_failed).",
+                &["result"],
+            ),
+            task_seconds: r.add(
+                "lpgpu_remote_task_seconds",
+                HistogramVec::new(
+                    Registrar::histogram_opts(
+                        "lpgpu_remote_task_seconds",
+                        "Seconds per task phase (download, transcode, upload, total).",
+                    ),
+                    &["phase"],
+                )
+                .expect("valid metric"),
+            ),
+            capacity: gauge(
+                r,
+                "lpgpu_remote_capacity",
+                "Streams registered as this transcoder's capacity.",
+            ),
+            tasks_in_flight: gauge(
+                r,
+                "lpgpu_remote_tasks_in_flight",
+                "Tasks being downloaded, transcoded or uploaded.",
+            ),
+            teardowns: counter(
+                r,
+                "lpgpu_remote_teardowns_total",
+                "Session teardown notifications received.",
+            ),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -183,8 +259,10 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let remote = RemoteMetrics::register(&mut r);
         Self {
             registry: r.registry,
+            remote,
             segments,
             segment_seconds,
             transcode_seconds,

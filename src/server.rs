@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::orchestrator::OrchestratorService;
+pub use crate::transcoder::Readiness;
 use crate::transcoder::Transcoder;
 
 /// How long a client has to finish its TLS handshake.
@@ -164,11 +165,12 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `/metrics` (Prometheus text format), `/healthz` and `/readyz` over
-/// plain HTTP on its own listener, until `shutdown` completes.
+/// plain HTTP on its own listener, until `shutdown` completes. Without a
+/// `readiness`, `/readyz` is `/healthz`.
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: crate::metrics::Metrics,
-    transcoder: Option<Arc<Transcoder>>,
+    readiness: Option<Arc<dyn Readiness>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let render = move || {
@@ -181,14 +183,16 @@ pub async fn serve_metrics(
         }
     };
     let router = Router::new().route("/metrics", axum::routing::get(render));
-    let router = match transcoder {
-        Some(transcoder) => router.merge(
-            Router::new()
-                .route("/healthz", axum::routing::get(crate::transcoder::healthz))
-                .route("/readyz", axum::routing::get(crate::transcoder::readyz))
-                .with_state(transcoder),
+    let router = router.route("/healthz", axum::routing::get(crate::transcoder::healthz));
+    let router = match readiness {
+        Some(readiness) => router.route(
+            "/readyz",
+            axum::routing::get(move || {
+                let readiness = readiness.clone();
+                async move { crate::transcoder::readiness_response(readiness.as_ref()) }
+            }),
         ),
-        None => router.route("/healthz", axum::routing::get(crate::transcoder::healthz)),
+        None => router.route("/readyz", axum::routing::get(crate::transcoder::healthz)),
     };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

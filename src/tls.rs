@@ -2,7 +2,8 @@
 //! at each start whose only name is the service URI's host, served by rustls
 //! with ALPN h2 and http/1.1; and, for clients, a verifier that accepts a
 //! self-signed certificate but refuses one whose name does not match the host
-//! dialled.
+//! dialled (v2), and one that accepts any orchestrator certificate, or only
+//! a pinned one (today's remote transcoders, as go-livepeer's).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -104,6 +105,96 @@ pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
+}
+
+/// A client configuration for orchestrators whose certificates are checked
+/// as go-livepeer's transcoder checks them, i.e. not at all (they are
+/// self-signed and new at every start), unless `pin` gives the SHA-256 of
+/// the one certificate to accept. Handshake signatures are still verified,
+/// so a pinned certificate proves the peer holds its key.
+pub fn unverified_client_config(pin: Option<[u8; 32]>, alpn: &[&[u8]]) -> ClientConfig {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinOrAnyVerifier { provider, pin }))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// SHA-256 of a certificate's DER, as `--orch-cert-sha256` names it.
+pub fn certificate_sha256(cert: &CertificateDer<'_>) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(cert.as_ref()).into()
+}
+
+/// Parses `--orch-cert-sha256`: 64 hex digits, colons allowed (as
+/// `openssl x509 -fingerprint -sha256` prints them).
+pub fn parse_sha256_pin(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(digits.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Accepts any certificate, or only the pinned one; verifies signatures.
+#[derive(Debug)]
+struct PinOrAnyVerifier {
+    provider: Arc<CryptoProvider>,
+    pin: Option<[u8; 32]>,
+}
+
+impl ServerCertVerifier for PinOrAnyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.pin {
+            Some(pin) if certificate_sha256(end_entity) != pin => Err(
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+            ),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// An `https://host:port` to dial: where to connect, and the name the server's
@@ -267,6 +358,44 @@ mod tests {
         let error = handshake("127.0.0.1", "127.0.0.2").await.unwrap_err();
         assert!(error.to_string().contains("NotValidForName"), "{error}");
         assert!(handshake("localhost", "127.0.0.1").await.is_err());
+    }
+
+    /// Handshakes a client with an unverified/pinned config against a
+    /// certificate for `cert_name`, dialling another name.
+    async fn unverified_handshake(
+        pin_of: fn([u8; 32]) -> Option<[u8; 32]>,
+    ) -> (Result<(), std::io::Error>, [u8; 32]) {
+        let cert = SelfSignedCert::generate("orchestrator.example").unwrap();
+        let fingerprint = certificate_sha256(&cert.cert);
+        let pin = pin_of(fingerprint);
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(unverified_client_config(pin, &[b"h2"])));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("10.1.2.3".to_string()).unwrap();
+        (connector.connect(name, tcp).await.map(|_| ()), fingerprint)
+    }
+
+    #[tokio::test]
+    async fn orchestrator_certificates_are_accepted_unless_a_pin_says_otherwise() {
+        let (any, fingerprint) = unverified_handshake(|_| None).await;
+        any.unwrap();
+        let (pinned, _) = unverified_handshake(Some).await;
+        pinned.unwrap();
+        let (wrong, _) = unverified_handshake(|_| Some([7; 32])).await;
+        assert!(wrong.is_err());
+        let text = hex::encode(fingerprint);
+        assert_eq!(parse_sha256_pin(&text), Some(fingerprint));
+        let colons: Vec<String> = fingerprint.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(parse_sha256_pin(&colons.join(":")), Some(fingerprint));
+        assert_eq!(parse_sha256_pin("abcd"), None);
+        assert_eq!(parse_sha256_pin("zz"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use ffmpeg_next as ffmpeg;
 use lpgpu::pipeline::gpu::diagnostics::open_device;
 use lpgpu::pipeline::gpu::resize::{Nv12Image, Nv12Plan};
 use lpgpu::pipeline::gpu::{GpuBackend, cuda};
+use lpgpu::pipeline::rendition::from_profiles;
 use lpgpu::pipeline::testclip::make_test_clip;
 use lpgpu::pipeline::{Backend, EncoderSettings, GpuOptions, TranscodeError};
 use lpgpu::protocol::parse_profile_list;
@@ -285,8 +286,11 @@ fn gpu_backend() -> GpuBackend {
 fn gpu_backend_transcodes_a_ladder() {
     let backend = gpu_backend();
     let clip = make_test_clip(2, 1920, 1080).unwrap();
-    let profiles = parse_profile_list("P720p30fps16x9,P360p30fps16x9,P240p30fps16x9").unwrap();
-    let transcoded = backend.transcode(clip, &profiles).unwrap();
+    let profiles =
+        from_profiles(&parse_profile_list("P720p30fps16x9,P360p30fps16x9,P240p30fps16x9").unwrap());
+    let transcoded = backend
+        .transcode(clip, &profiles, &Default::default())
+        .unwrap();
     assert_eq!(
         transcoded.backend, "gpu",
         "fell back: {:?}",
@@ -299,7 +303,7 @@ fn gpu_backend_transcodes_a_ladder() {
         .map(|r| {
             let s = decode_summary(&r.data);
             assert_eq!(s.codec, ffmpeg::codec::Id::H264);
-            assert_eq!(s.frames, 60, "{}", r.profile.name);
+            assert_eq!(s.frames, 60, "{}", r.spec.name);
             (s.width, s.height)
         })
         .collect();
@@ -315,15 +319,20 @@ fn gpu_ladder_looks_like_the_cpu_ladder() {
     let backend = gpu_backend();
     let cpu = lpgpu::pipeline::cpu::CpuBackend::new(EncoderSettings::default());
     let clip = make_test_clip(1, 1280, 720).unwrap();
-    let profiles = parse_profile_list("P360p30fps16x9").unwrap();
+    let profiles = from_profiles(&parse_profile_list("P360p30fps16x9").unwrap());
     let on_gpu = decode_nv12(
         &backend
-            .transcode(clip.clone(), &profiles)
+            .transcode(clip.clone(), &profiles, &Default::default())
             .unwrap()
             .renditions[0]
             .data,
     );
-    let on_cpu = decode_nv12(&cpu.transcode(clip, &profiles).unwrap().renditions[0].data);
+    let on_cpu = decode_nv12(
+        &cpu.transcode(clip, &profiles, &Default::default())
+            .unwrap()
+            .renditions[0]
+            .data,
+    );
     assert_eq!(on_gpu.len(), on_cpu.len());
     let mean = on_gpu
         .iter()
@@ -339,7 +348,7 @@ fn gpu_ladder_looks_like_the_cpu_ladder() {
 #[ignore = "needs an NVIDIA GPU (the device check runs it)"]
 fn bad_segments_never_take_the_gpu_backend_down() {
     let backend = gpu_backend();
-    let profiles = parse_profile_list("P240p30fps16x9").unwrap();
+    let profiles = from_profiles(&parse_profile_list("P240p30fps16x9").unwrap());
     let clip = make_test_clip(1, 640, 360).unwrap();
     // Garbage, a truncated segment, and bytes flipped in the middle.
     let mut flipped = clip.to_vec();
@@ -352,7 +361,7 @@ fn bad_segments_never_take_the_gpu_backend_down() {
         Bytes::from(flipped),
     ];
     for segment in bad {
-        match backend.transcode(segment, &profiles) {
+        match backend.transcode(segment, &profiles, &Default::default()) {
             Ok(t) => println!(
                 "RESULT bad_segment handled backend={} fallback={:?}",
                 t.backend, t.fallback
@@ -361,7 +370,9 @@ fn bad_segments_never_take_the_gpu_backend_down() {
             Err(e) => panic!("a bad segment is the client's fault, not ours: {e}"),
         }
     }
-    let good = backend.transcode(clip, &profiles).unwrap();
+    let good = backend
+        .transcode(clip, &profiles, &Default::default())
+        .unwrap();
     assert_eq!(good.backend, "gpu");
 }
 

@@ -160,9 +160,10 @@ impl lpgpu::pipeline::Backend for GpuGone {
     fn transcode(
         &self,
         segment: Bytes,
-        profiles: &[lpgpu::protocol::Profile],
+        renditions: &[lpgpu::pipeline::RenditionSpec],
+        options: &lpgpu::pipeline::SegmentOptions,
     ) -> Result<lpgpu::pipeline::Transcoded, lpgpu::pipeline::TranscodeError> {
-        let mut transcoded = self.0.transcode(segment, profiles)?;
+        let mut transcoded = self.0.transcode(segment, renditions, options)?;
         transcoded.fallback = Some("CUDA: an illegal memory access was encountered".into());
         Ok(transcoded)
     }

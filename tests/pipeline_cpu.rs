@@ -6,6 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::{clip, probe};
 use lpgpu::pipeline::cpu::CpuBackend;
+use lpgpu::pipeline::rendition::from_profiles;
 use lpgpu::pipeline::{Backend, EncoderSettings, TranscodeError};
 use lpgpu::protocol::parse_profile_list;
 
@@ -13,7 +14,8 @@ fn transcode(name: &str, profiles: &str) -> Result<lpgpu::pipeline::Transcoded, 
     let backend = CpuBackend::new(EncoderSettings::default());
     backend.transcode(
         Bytes::from(std::fs::read(clip(name)).unwrap()),
-        &parse_profile_list(profiles).unwrap(),
+        &from_profiles(&parse_profile_list(profiles).unwrap()),
+        &Default::default(),
     )
 }
 
@@ -61,7 +63,7 @@ fn a_60fps_4x3_source_is_halved_and_letterboxed_into_each_box() {
     let got: Vec<_> = out
         .renditions
         .iter()
-        .map(|r| (r.profile.name, r.width, r.height, r.frames))
+        .map(|r| (r.spec.name.as_str(), r.width, r.height, r.frames))
         .collect();
     assert_eq!(
         got,
@@ -80,7 +82,7 @@ fn a_60fps_4x3_source_is_halved_and_letterboxed_into_each_box() {
         assert!(
             (seconds - 2.0).abs() < 0.2,
             "{}: {seconds}",
-            rendition.profile.name
+            rendition.spec.name
         );
     }
 }
@@ -121,14 +123,14 @@ fn inputs_without_decodable_video_are_undecodable() {
         );
     }
     let backend = CpuBackend::new(EncoderSettings::default());
-    let profiles = parse_profile_list("P240p30fps16x9").unwrap();
+    let profiles = from_profiles(&parse_profile_list("P240p30fps16x9").unwrap());
     for junk in [
         Bytes::new(),
         Bytes::from_static(&[0x47; 188 * 4]),
         Bytes::from(vec![0xabu8; 50_000]),
     ] {
         assert!(matches!(
-            backend.transcode(junk, &profiles),
+            backend.transcode(junk, &profiles, &Default::default()),
             Err(TranscodeError::Undecodable(_))
         ));
     }

@@ -136,6 +136,9 @@ pub struct Ethereum {
 
 impl Ethereum {
     pub fn new(spec: EthSpec) -> Result<Self, ChainError> {
+        // alloy's HTTP transport is reqwest over rustls: ring must be the
+        // process's provider before a client is built.
+        crate::tls::install_crypto_provider();
         let url = spec
             .url
             .parse()
@@ -166,6 +169,7 @@ impl Ethereum {
 
     /// A provider that signs transactions with `key`.
     fn signing(&self, key: &PrivateKey) -> Result<DynProvider, ChainError> {
+        crate::tls::install_crypto_provider();
         let signer = PrivateKeySigner::from_slice(key.secret_bytes().as_slice())
             .map_err(|e| ChainError::Invalid(format!("the key cannot sign: {e}")))?;
         let url = self

@@ -65,7 +65,9 @@ enum Command {
     Node(serve::NodeArgs),
     /// Run the orchestrator alone, pointing broadcasters at --transcoder-uri.
     Orchestrator(serve::OrchestratorArgs),
-    /// Run a transcoder alone, accepting credentials of --orchestrator-address.
+    /// Run a transcoder alone: listen mode (v2 POST /segment with credentials
+    /// of --orchestrator-address), or dial-out mode (--orch-addr: register
+    /// with a go-livepeer-style orchestrator, as `livepeer -transcoder`).
     Transcoder(serve::TranscoderArgs),
     /// Broadcast a file through an orchestrator and write the HLS ladder.
     Broadcast(broadcast::BroadcastArgs),

@@ -15,8 +15,10 @@ use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::orchestrator::OrchestratorService;
-use crate::server::{NodeRoutes, serve, serve_metrics, service_uri, shutdown_signal};
+use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION, Version};
+use crate::server::{NodeRoutes, Readiness, serve, serve_metrics, service_uri, shutdown_signal};
 use crate::tls::SelfSignedCert;
+use crate::transcoder::remote::{OrchAddr, RemoteConfig, RemoteTranscoder};
 use crate::transcoder::store::StoreLimits;
 use crate::transcoder::{Transcoder, TranscoderConfig};
 
@@ -36,32 +38,41 @@ pub(crate) struct ListenArgs {
     chain: ChainArgs,
 }
 
-/// How a transcoder admits and answers segments.
+/// How segments are admitted and transcoded, in every mode.
 #[derive(Debug, Args)]
-pub(crate) struct SegmentArgs {
-    /// Segments transcoded at once; more get `503 busy` (default: CPU cores).
+#[command(next_help_heading = "Transcoding (every mode)")]
+pub(crate) struct SlotArgs {
+    /// Segments (streams, in dial-out mode) transcoded at once; more get
+    /// `503 busy` / a busy error (default: the GPU rig's sessions, else the
+    /// CPU cores; half the cores in dial-out mode, where a late task costs
+    /// the whole transcoder its place).
     #[arg(long, value_name = "N")]
     max_sessions: Option<usize>,
-    /// Largest segment body accepted (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES)]
-    max_segment_bytes: u64,
-    /// Seconds a client has to send the whole body.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    request_timeout_seconds: u64,
     /// Seconds one transcode may take before the request fails.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     transcode_timeout_seconds: u64,
     /// Put internal error text in error responses (off: stable codes only).
     #[arg(long)]
     expose_errors: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// How `POST /segment` bodies are received and renditions kept.
+#[derive(Debug, Args)]
+pub(crate) struct UploadArgs {
+    /// Largest segment body accepted (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES)]
+    max_segment_bytes: u64,
+    /// Seconds a client has to send the whole body.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
     /// Memory for protobuf-mode renditions awaiting GET /stream/… (MiB).
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     stream_store_mib: u64,
     /// Seconds a protobuf-mode rendition stays fetchable.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     stream_retention_seconds: u64,
-    #[command(flatten)]
-    pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -75,7 +86,9 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "URI")]
     transcoder_uri: Option<String>,
     #[command(flatten)]
-    segments: SegmentArgs,
+    uploads: UploadArgs,
+    #[command(flatten)]
+    slots: SlotArgs,
 }
 
 #[derive(Debug, Args)]
@@ -89,28 +102,107 @@ pub(crate) struct OrchestratorArgs {
     transcoder_uri: String,
 }
 
+/// `lpgpu transcoder`: listen mode (v2) or dial-out mode (`--orch-addr`).
 #[derive(Debug, Args)]
 pub(crate) struct TranscoderArgs {
     #[command(flatten)]
-    listen: ListenArgs,
+    listen_mode: ListenModeArgs,
+    #[command(flatten)]
+    dial_out: DialOutArgs,
+    /// Plain-HTTP listener for /metrics, /healthz and /readyz (both modes).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9935",
+        help_heading = "Transcoding (every mode)"
+    )]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    slots: SlotArgs,
+}
+
+/// Listen mode: serves the 2018 protocol's `POST /segment` on a TLS port.
+#[derive(Debug, Args)]
+#[command(
+    next_help_heading = "Listen mode (v2: serves POST /segment; needs --hostname and --orchestrator-address)"
+)]
+pub(crate) struct ListenModeArgs {
+    /// Address and port to listen on (TLS).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8935")]
+    listen: SocketAddr,
+    /// The name clients dial: the certificate's only name.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "orch_addr",
+        conflicts_with = "orch_addr"
+    )]
+    hostname: Option<String>,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Accept credentials signed by this orchestrator.
-    #[arg(long, value_name = "0x…")]
-    orchestrator_address: Address,
+    #[arg(
+        long,
+        value_name = "0x…",
+        required_unless_present = "orch_addr",
+        conflicts_with = "orch_addr"
+    )]
+    orchestrator_address: Option<Address>,
     /// A keystore whose key signs TranscodeData (optional: unsigned without).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "orch_addr")]
     keystore: Option<PathBuf>,
     /// File whose first line is the keystore password (else LPGPU_PASSWORD).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
     #[command(flatten)]
-    segments: SegmentArgs,
+    uploads: UploadArgs,
+}
+
+/// Dial-out mode: go-livepeer's `livepeer -transcoder -orchAddr … -orchSecret …`.
+#[derive(Debug, Args)]
+#[command(
+    next_help_heading = "Dial-out mode (go-livepeer's -transcoder: registers with --orch-addr and is pushed segments)"
+)]
+pub(crate) struct DialOutArgs {
+    /// The orchestrator to register with: HOST[:PORT] (port 8935 by default).
+    #[arg(long, value_name = "HOST[:PORT]", requires = "orch_secret")]
+    orch_addr: Option<OrchAddr>,
+    /// The orchestrator secret, or a file whose first line is it.
+    #[arg(
+        long,
+        value_name = "SECRET|FILE",
+        hide_env_values = true,
+        requires = "orch_addr"
+    )]
+    orch_secret: Option<String>,
+    /// Accept only the orchestrator certificate with this SHA-256 (hex of
+    /// its DER; colons allowed). Default: any certificate, as go-livepeer.
+    #[arg(long, value_name = "HEX")]
+    orch_cert_sha256: Option<String>,
+    /// The version registered (a semver; orchestrators may require a minimum).
+    #[arg(long, value_name = "SEMVER", default_value = GO_LIVEPEER_VERSION)]
+    orch_version: String,
+    /// Seconds between HTTP/2 PINGs to the orchestrator. go-livepeer's gRPC
+    /// server disconnects clients that ping more often than every 300 s;
+    /// TCP keep-alive notices a vanished host in about 11 s regardless.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    orch_ping_seconds: u64,
+    /// Seconds running tasks get to finish and post after SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    drain_seconds: u64,
+}
+
+/// What a serving process transcodes with.
+struct Serving {
+    uploads: UploadArgs,
+    slots: SlotArgs,
 }
 
 enum Role {
     Node {
         key: Arc<PrivateKey>,
         transcoder_uri: Option<String>,
-        segments: SegmentArgs,
+        segments: Serving,
     },
     Orchestrator {
         key: Arc<PrivateKey>,
@@ -119,7 +211,7 @@ enum Role {
     Transcoder {
         orchestrator: Address,
         signer: Option<Arc<PrivateKey>>,
-        segments: SegmentArgs,
+        segments: Serving,
     },
 }
 
@@ -145,7 +237,10 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
         Role::Node {
             key,
             transcoder_uri,
-            segments: args.segments,
+            segments: Serving {
+                uploads: args.uploads,
+                slots: args.slots,
+            },
         },
     )
 }
@@ -163,28 +258,150 @@ pub(crate) fn run_orchestrator(args: OrchestratorArgs) -> Result<()> {
 }
 
 pub(crate) fn run_transcoder(args: TranscoderArgs) -> Result<()> {
-    let signer = match args.keystore {
+    if args.dial_out.orch_addr.is_some() {
+        return run_dial_out(args.dial_out, args.metrics_listen, args.slots);
+    }
+    let listen_mode = args.listen_mode;
+    let signer = match listen_mode.keystore {
         Some(keystore) => Some(Arc::new(
             KeystoreArgs {
                 keystore,
-                password_file: args.password_file,
+                password_file: listen_mode.password_file,
             }
             .unlock()?,
         )),
         None => None,
     };
+    let listen = ListenArgs {
+        listen: listen_mode.listen,
+        hostname: listen_mode
+            .hostname
+            .context("listen mode needs --hostname (or give --orch-addr for dial-out mode)")?,
+        metrics_listen: args.metrics_listen,
+        chain: listen_mode.chain,
+    };
+    let orchestrator = listen_mode.orchestrator_address.context(
+        "listen mode needs --orchestrator-address (or give --orch-addr for dial-out mode)",
+    )?;
     run(
-        args.listen,
+        listen,
         Role::Transcoder {
-            orchestrator: args.orchestrator_address,
+            orchestrator,
             signer,
-            segments: args.segments,
+            segments: Serving {
+                uploads: listen_mode.uploads,
+                slots: args.slots,
+            },
         },
     )
 }
 
+/// `--orch-secret`: the text itself, or the first line (trimmed) of the
+/// file it names, as go-livepeer reads `-orchSecret`.
+fn read_secret(value: &str) -> Result<zeroize::Zeroizing<String>> {
+    let path = std::path::Path::new(value);
+    let secret = if path.is_file() {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the --orch-secret file {}", path.display()))?,
+        );
+        zeroize::Zeroizing::new(text.lines().next().unwrap_or("").trim().to_string())
+    } else {
+        zeroize::Zeroizing::new(value.trim().to_string())
+    };
+    anyhow::ensure!(!secret.is_empty(), "--orch-secret is empty");
+    Ok(secret)
+}
+
+/// The dial-out mode's capacity: `--max-sessions`, else what the backend
+/// holds (the GPU rig's sessions), else half the CPU cores.
+fn dial_out_capacity(max_sessions: Option<usize>, backend_capacity: Option<usize>) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    max_sessions
+        .or(backend_capacity)
+        .unwrap_or((cores / 2).max(1))
+}
+
+fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) -> Result<()> {
+    // Everything that can be wrong is checked before anything is dialled.
+    let orchestrator = dial.orch_addr.expect("checked by the caller");
+    let secret = read_secret(dial.orch_secret.as_deref().unwrap_or(""))?;
+    let cert_pin = dial
+        .orch_cert_sha256
+        .as_deref()
+        .map(|text| {
+            crate::tls::parse_sha256_pin(text)
+                .with_context(|| format!("--orch-cert-sha256 {text:?} is not 64 hex digits"))
+        })
+        .transpose()?;
+    anyhow::ensure!(
+        Version::parse(&dial.orch_version).is_some(),
+        "--orch-version {:?} is not a semver such as {GO_LIVEPEER_VERSION}",
+        dial.orch_version
+    );
+    anyhow::ensure!(
+        dial.orch_ping_seconds >= 1,
+        "--orch-ping-seconds must be at least 1"
+    );
+    anyhow::ensure!(
+        slots.transcode_timeout_seconds >= 1,
+        "--transcode-timeout-seconds must be at least 1"
+    );
+    if let Some(n) = slots.max_sessions {
+        anyhow::ensure!(n >= 1, "--max-sessions must be at least 1");
+    }
+    let backend = slots.pipeline.backend()?;
+    let capacity = dial_out_capacity(slots.max_sessions, backend.capacity());
+    let config = RemoteConfig {
+        orchestrator,
+        secret,
+        capacity,
+        version: dial.orch_version,
+        capabilities: CapabilitySet::lpgpu(),
+        cert_pin,
+        ping_interval: Duration::from_secs(dial.orch_ping_seconds),
+        transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
+        expose_errors: slots.expose_errors,
+        backoff: Default::default(),
+        drain_timeout: Duration::from_secs(dial.drain_seconds),
+    };
+    runtime()?.block_on(async move {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("binding --metrics-listen {metrics_listen}"))?;
+        let metrics = Metrics::new();
+        metrics.start_gpu_sampler(Duration::from_secs(5));
+        tracing::info!(orchestrator = %config.orchestrator, backend = backend.name(), capacity,
+            metrics = %metrics_listener.local_addr()?, "remote transcoder starting");
+        let remote = Arc::new(RemoteTranscoder::new(config, backend, metrics.clone())?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let readiness: Arc<dyn Readiness> = remote.clone();
+        let metrics_server = tokio::spawn(serve_metrics(
+            metrics_listener,
+            metrics,
+            Some(readiness),
+            wait(stopped.clone()),
+        ));
+        let outcome = remote.run(wait(stopped.clone())).await;
+        // The metrics listener stops with the process, whatever ended the link.
+        metrics_server.abort();
+        outcome?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
 fn transcoder_config(
-    segments: &SegmentArgs,
+    segments: &Serving,
     orchestrator: Address,
     signer: Option<Arc<PrivateKey>>,
     service_uri: String,
@@ -194,34 +411,35 @@ fn transcoder_config(
         .map(|n| n.get())
         .unwrap_or(1);
     // A GPU backend is sized by its GPUs; the CPU by its cores.
-    let max_sessions = segments
+    let (uploads, slots) = (&segments.uploads, &segments.slots);
+    let max_sessions = slots
         .max_sessions
         .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
     anyhow::ensure!(max_sessions >= 1, "--max-sessions must be at least 1");
     anyhow::ensure!(
-        segments.max_segment_bytes >= 1,
+        uploads.max_segment_bytes >= 1,
         "--max-segment-bytes must be at least 1"
     );
     anyhow::ensure!(
-        segments.request_timeout_seconds >= 1,
+        uploads.request_timeout_seconds >= 1,
         "--request-timeout-seconds must be at least 1"
     );
     anyhow::ensure!(
-        segments.transcode_timeout_seconds >= 1,
+        slots.transcode_timeout_seconds >= 1,
         "--transcode-timeout-seconds must be at least 1"
     );
     Ok(TranscoderConfig {
         orchestrator,
         service_uri,
         signer,
-        max_segment_bytes: segments.max_segment_bytes,
+        max_segment_bytes: uploads.max_segment_bytes,
         max_sessions,
-        request_timeout: Duration::from_secs(segments.request_timeout_seconds),
-        transcode_timeout: Duration::from_secs(segments.transcode_timeout_seconds),
-        expose_errors: segments.expose_errors,
+        request_timeout: Duration::from_secs(uploads.request_timeout_seconds),
+        transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
+        expose_errors: slots.expose_errors,
         store: StoreLimits {
-            max_bytes: segments.stream_store_mib.saturating_mul(1024 * 1024),
-            retention: Duration::from_secs(segments.stream_retention_seconds),
+            max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
+            retention: Duration::from_secs(uploads.stream_retention_seconds),
         },
     })
 }
@@ -233,7 +451,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
     let chain = listen.chain.chain.open()?;
     let backend = match &role {
         Role::Node { segments, .. } | Role::Transcoder { segments, .. } => {
-            Some(segments.pipeline.backend()?)
+            Some(segments.slots.pipeline.backend()?)
         }
         Role::Orchestrator { .. } => None,
     };
@@ -296,7 +514,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let metrics_server = tokio::spawn(serve_metrics(
             metrics_listener,
             metrics,
-            transcoder.clone(),
+            transcoder.clone().map(|t| t as Arc<dyn Readiness>),
             wait(stopped.clone()),
         ));
         let routes = NodeRoutes::new(orchestrator, transcoder);

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::pipeline::{BackendChoice, EncoderSettings, GpuOptions, select_backend};
+use crate::pipeline::{BackendChoice, EncoderSettings, GpuOptions, SegmentOptions, select_backend};
 use crate::protocol::parse_profile_list;
 
 /// The pipeline flags shared by `node`, `transcoder`, `transcode` and `bench`.
@@ -116,17 +116,18 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
     let segment =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let started = Instant::now();
-    let transcoded = backend.transcode(segment.into(), &profiles)?;
+    let specs = crate::pipeline::rendition::from_profiles(&profiles);
+    let transcoded = backend.transcode(segment.into(), &specs, &SegmentOptions::default())?;
     let elapsed = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     for rendition in &transcoded.renditions {
-        let path = args.out.join(format!("{}.ts", rendition.profile.name));
+        let path = args.out.join(format!("{}.ts", rendition.spec.name));
         std::fs::write(&path, &rendition.data)
             .with_context(|| format!("writing {}", path.display()))?;
         println!(
             "{} {}x{} {} frames {} bytes -> {}",
-            rendition.profile.name,
+            rendition.spec.name,
             rendition.width,
             rendition.height,
             rendition.frames,

@@ -1,10 +1,12 @@
 //! The CPU backend: libavformat demuxes the segment from memory, libavcodec
-//! decodes its video once, and each profile's worker thread scales (swscale)
-//! and encodes (libx264) the shared frames; the renditions are muxed to
-//! MPEG-TS in memory with the source's audio copied in untouched.
+//! decodes its video once, and each rendition's worker thread scales
+//! (swscale) and encodes (libx264) the shared frames; the renditions are
+//! muxed (MPEG-TS or MP4) in memory with the source's audio copied in.
 //!
 //! Timestamps are the source's all the way through (the encoders work in the
-//! source stream's time base), so renditions line up for HLS switching.
+//! source stream's time base), so renditions line up for HLS switching;
+//! where the source's are missing or go backwards they are repaired
+//! ([`super::timestamps`]) before the encoder and before the muxer.
 
 use std::io::{Cursor, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -16,9 +18,12 @@ use ffmpeg::software::scaling;
 use ffmpeg::{Dictionary, Packet, codec, encoder, format, frame, media, picture};
 use ffmpeg_next as ffmpeg;
 
-use super::ladder::{FrameDecimator, fit_in_box, output_frame_rate};
-use super::{Backend, EncoderSettings, Rational, Rendition, TranscodeError, Transcoded};
-use crate::protocol::Profile;
+use super::ladder::{FrameDecimator, output_frame_rate, output_size};
+use super::timestamps::{MonotonicDts, PictureClock};
+use super::{
+    Backend, Clip, Container, EncoderSettings, Gop, Rational, Rendition, RenditionSpec,
+    SegmentOptions, TranscodeError, Transcoded,
+};
 
 /// Frames in flight between the decoder and each profile's worker.
 const FRAME_QUEUE: usize = 8;
@@ -73,10 +78,11 @@ impl Backend for CpuBackend {
     fn transcode(
         &self,
         segment: Bytes,
-        profiles: &[Profile],
+        renditions: &[RenditionSpec],
+        options: &SegmentOptions,
     ) -> Result<Transcoded, TranscodeError> {
         init_ffmpeg();
-        transcode_segment(segment, profiles, &self.settings)
+        transcode_segment(segment, renditions, options, &self.settings)
     }
 }
 
@@ -89,17 +95,26 @@ pub fn cpu_model() -> Option<String> {
         .map(|m| m.trim().to_string())
 }
 
-/// A `Write` into shared memory, so a muxer can write where we can read it back.
+/// A seekable `Write` into shared memory, so a muxer (MP4's seeks back to
+/// finish its header) can write where we can read it back.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct SharedBuffer(Arc<Mutex<Cursor<Vec<u8>>>>);
 
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl SharedBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cursor<Vec<u8>>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
+    }
+
+    pub(crate) fn take(&self) -> Vec<u8> {
+        std::mem::take(self.lock().get_mut())
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lock().write(bytes)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -107,30 +122,37 @@ impl Write for SharedBuffer {
     }
 }
 
-impl SharedBuffer {
-    pub(crate) fn take(&self) -> Vec<u8> {
-        std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+impl std::io::Seek for SharedBuffer {
+    fn seek(&mut self, position: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.lock().seek(position)
     }
 }
 
-/// What a profile's worker needs to know, as plain values.
+/// What a rendition's worker needs to know, as plain values.
 #[derive(Debug, Clone)]
 pub(super) struct RungPlan {
-    pub profile: Profile,
+    pub spec: RenditionSpec,
     pub time_base: Rational,
     pub source_rate: Option<Rational>,
     pub settings: EncoderSettings,
 }
 
 impl RungPlan {
-    /// The rendition's frame rate: the profile's, never above the source's.
+    /// The rendition's frame rate: the spec's ceiling, never above the source's.
     pub fn output_rate(&self) -> Rational {
-        output_frame_rate(self.source_rate, self.profile.fps)
+        output_frame_rate(self.source_rate, self.spec.max_frame_rate)
+    }
+
+    /// One output frame in the stream's time base.
+    pub fn frame_ticks(&self) -> i64 {
+        (1.0 / (self.output_rate().as_f64() * self.time_base.as_f64()))
+            .round()
+            .max(1.0) as i64
+    }
+
+    /// The encoded size for a source picture of this size and aspect.
+    pub fn output_size(&self, width: u32, height: u32, sar: Rational) -> (u32, u32) {
+        output_size(width, height, sar, self.spec.width, self.spec.height)
     }
 
     pub fn decimator(&self) -> FrameDecimator {
@@ -140,7 +162,7 @@ impl RungPlan {
 
 /// A worker's result: the encoder's stream parameters and its packets.
 pub(super) struct EncodedRung {
-    pub profile: Profile,
+    pub spec: RenditionSpec,
     pub parameters: codec::Parameters,
     /// The packets' time base: the source video stream's.
     pub time_base: ffmpeg::Rational,
@@ -164,6 +186,8 @@ pub(super) struct SourceSegment {
     pub input: format::context::Input,
     pub video_index: usize,
     pub time_base: Rational,
+    /// The video stream's first timestamp, when the container says.
+    pub start_pts: Option<i64>,
     pub source_rate: Option<Rational>,
     pub codec: codec::Id,
     pub parameters: codec::Parameters,
@@ -187,6 +211,7 @@ impl SourceSegment {
             .ok_or_else(|| TranscodeError::Undecodable("the segment has no video stream".into()))?;
         let video_index = video.index();
         let time_base = from_ff(video.time_base());
+        let start_pts = Some(video.start_time()).filter(|&t| t != ffmpeg::ffi::AV_NOPTS_VALUE);
         let source_rate = [video.avg_frame_rate(), video.rate()]
             .into_iter()
             .map(from_ff)
@@ -206,6 +231,7 @@ impl SourceSegment {
             input,
             video_index,
             time_base,
+            start_pts,
             source_rate,
             codec,
             parameters,
@@ -214,12 +240,12 @@ impl SourceSegment {
         })
     }
 
-    /// The plans of the profiles asked for.
-    pub fn plans(&self, profiles: &[Profile], settings: &EncoderSettings) -> Vec<RungPlan> {
-        profiles
+    /// The plans of the renditions asked for.
+    pub fn plans(&self, specs: &[RenditionSpec], settings: &EncoderSettings) -> Vec<RungPlan> {
+        specs
             .iter()
-            .map(|&profile| RungPlan {
-                profile,
+            .map(|spec| RungPlan {
+                spec: spec.clone(),
                 time_base: self.time_base,
                 source_rate: self.source_rate,
                 settings: settings.clone(),
@@ -251,11 +277,80 @@ impl SourceSegment {
     }
 }
 
+/// Which pictures and audio packets a [`Clip`] keeps: offsets from the
+/// video's first timestamp.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClipWindow {
+    clip: Clip,
+    /// The video's start in seconds, once known.
+    start_seconds: Option<f64>,
+}
+
+impl ClipWindow {
+    pub fn new(clip: Clip, source: &SourceSegment) -> Self {
+        Self {
+            clip,
+            start_seconds: source
+                .start_pts
+                .map(|pts| pts as f64 * source.time_base.as_f64()),
+        }
+    }
+
+    /// Whether a timestamp (in `time_base`) is inside the clip; the first
+    /// timestamp seen starts the segment when the container did not say.
+    pub fn keeps(&mut self, pts: Option<i64>, time_base: Rational) -> bool {
+        let Some(pts) = pts else {
+            // Untimed pictures are placed by their neighbours: keep them
+            // when the clip has begun.
+            return self.start_seconds.is_some();
+        };
+        let seconds = pts as f64 * time_base.as_f64();
+        let start = *self.start_seconds.get_or_insert(seconds);
+        self.clip.keeps((seconds - start) * 1000.0)
+    }
+}
+
+/// Checks what no backend makes: boxes outside 2..=8192 or above 8K's
+/// pixels, non-positive frame-rate ceilings.
+pub(crate) fn check_specs(specs: &[RenditionSpec]) -> Result<(), TranscodeError> {
+    if specs.is_empty() {
+        return Err(TranscodeError::Unsupported(
+            "no renditions asked for".into(),
+        ));
+    }
+    for spec in specs {
+        let in_range = |v: u32| (2..=8192).contains(&v);
+        if !in_range(spec.width) || !in_range(spec.height) || spec.box_pixels() > MAX_PIXELS {
+            return Err(TranscodeError::Unsupported(format!(
+                "{}: a {}x{} picture is outside 2x2..8192x8192 (at most 8K's pixels)",
+                spec.name, spec.width, spec.height
+            )));
+        }
+        if let Some(rate) = spec.max_frame_rate
+            && (rate.num <= 0 || rate.den <= 0 || rate.as_f64() > 480.0)
+        {
+            return Err(TranscodeError::Unsupported(format!(
+                "{}: frame rate {}/{} is outside (0, 480]",
+                spec.name, rate.num, rate.den
+            )));
+        }
+        if let Gop::Millis(0) = spec.gop {
+            return Err(TranscodeError::Unsupported(format!(
+                "{}: a GOP of 0 ms",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn transcode_segment(
     segment: Bytes,
-    profiles: &[Profile],
+    specs: &[RenditionSpec],
+    options: &SegmentOptions,
     settings: &EncoderSettings,
 ) -> Result<Transcoded, TranscodeError> {
+    check_specs(specs)?;
     let mut source = SourceSegment::open(segment)?;
     let mut decoder_context =
         codec::context::Context::from_parameters(source.parameters.clone())
@@ -269,9 +364,16 @@ fn transcode_segment(
     })?;
     let (video_index, audio_index) = (source.video_index, source.audio_index);
 
-    let plans = source.plans(profiles, settings);
+    let plans = source.plans(specs, settings);
+    let mut clip = options.clip.map(|clip| ClipWindow::new(clip, &source));
+    let mut audio_clip = clip;
+    let (video_base, audio_base) = (
+        source.time_base,
+        source.audio.as_ref().map(|a| from_ff(a.time_base)),
+    );
 
     let mut decoded_frames = 0u64;
+    let mut decoded_pixels = 0u64;
     let mut first_pts: Option<i64> = None;
     let mut last_pts: Option<i64> = None;
     let results = std::thread::scope(|scope| {
@@ -290,7 +392,13 @@ fn transcode_segment(
                     frame.height()
                 )));
             }
+            if let Some(window) = clip.as_mut()
+                && !window.keeps(frame.pts(), video_base)
+            {
+                return Ok(());
+            }
             decoded_frames += 1;
+            decoded_pixels += u64::from(frame.width()) * u64::from(frame.height());
             if let Some(pts) = frame.timestamp() {
                 first_pts = Some(first_pts.map_or(pts, |p| p.min(pts)));
                 last_pts = Some(last_pts.map_or(pts, |p| p.max(pts)));
@@ -320,7 +428,13 @@ fn transcode_segment(
             } else if Some(stream.index()) == audio_index
                 && let Some(track) = source.audio.as_mut()
             {
-                track.packets.push(packet);
+                let kept = match (audio_clip.as_mut(), audio_base) {
+                    (Some(window), Some(base)) => window.keeps(packet.pts(), base),
+                    _ => true,
+                };
+                if kept {
+                    track.packets.push(packet);
+                }
             }
             if decode_result.is_err() {
                 break;
@@ -357,6 +471,7 @@ fn transcode_segment(
         renditions,
         source_seconds: source.seconds((first_pts, last_pts), decoded_frames),
         source_frames: decoded_frames,
+        source_pixels: decoded_pixels,
         backend: "cpu",
         fallback: None,
     })
@@ -400,8 +515,7 @@ pub(super) struct RungEncoder {
     width: u32,
     height: u32,
     frames: u64,
-    frame_ticks: i64,
-    next_pts: Option<i64>,
+    clock: PictureClock,
     busy: std::time::Duration,
 }
 
@@ -414,9 +528,7 @@ impl RungEncoder {
     ) -> Result<Self, TranscodeError> {
         let out_rate = plan.output_rate();
         let encoder = open_encoder(&plan, width, height, out_rate, format)?;
-        let frame_ticks = (1.0 / (out_rate.as_f64() * plan.time_base.as_f64()))
-            .round()
-            .max(1.0) as i64;
+        let clock = PictureClock::new(plan.frame_ticks());
         Ok(Self {
             plan,
             encoder,
@@ -424,22 +536,21 @@ impl RungEncoder {
             width,
             height,
             frames: 0,
-            frame_ticks,
-            next_pts: None,
+            clock,
             busy: std::time::Duration::ZERO,
         })
     }
 
     /// Encodes one picture of the encoder's size and format; `pts` is the
-    /// source's timestamp (invented from the frame rate where it has none).
+    /// source's timestamp (invented from the frame rate where it has none,
+    /// nudged forward where it does not increase).
     pub fn encode(
         &mut self,
         picture: &mut frame::Video,
         pts: Option<i64>,
     ) -> Result<(), TranscodeError> {
         let started = std::time::Instant::now();
-        let pts = pts.or(self.next_pts).unwrap_or(0);
-        self.next_pts = Some(pts + self.frame_ticks);
+        let pts = self.clock.stamp(pts);
         picture.set_pts(Some(pts));
         if self.frames == 0 {
             picture.set_kind(picture::Type::I);
@@ -462,7 +573,7 @@ impl RungEncoder {
         drain_encoder(&mut self.encoder, &mut self.packets)?;
         let parameters = codec::Parameters::from(&self.encoder);
         Ok(EncodedRung {
-            profile: self.plan.profile,
+            spec: self.plan.spec,
             parameters,
             time_base: to_ff(self.plan.time_base),
             packets: self.packets,
@@ -493,12 +604,10 @@ fn encode_rung(
         }
         let shape = (source.format(), source.width(), source.height());
         if state.is_none() {
-            let (w, h) = fit_in_box(
+            let (w, h) = plan.output_size(
                 source.width(),
                 source.height(),
                 from_ff(source.aspect_ratio()),
-                plan.profile.width,
-                plan.profile.height,
             );
             let encoder = RungEncoder::open(plan.clone(), w, h, Pixel::YUV420P)?;
             let scaler = new_scaler(shape, w, h)?;
@@ -545,6 +654,69 @@ fn new_scaler(
     })
 }
 
+/// How libx264 is set up for one rendition, as plain values.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct X264Setup {
+    /// The average bitrate given to the encoder (0 for CRF).
+    pub bit_rate: usize,
+    pub gop_frames: u32,
+    pub max_b_frames: Option<usize>,
+    pub options: Vec<(&'static str, String)>,
+}
+
+impl RungPlan {
+    /// Keyframe interval in frames at `rate`.
+    pub fn gop_frames(&self, rate: Rational) -> u32 {
+        let frames = |seconds: f64| (seconds * rate.as_f64()).round().max(1.0) as u32;
+        match self.spec.gop {
+            Gop::Default => frames(self.settings.gop_seconds),
+            Gop::IntraOnly => 1,
+            Gop::Millis(ms) => frames(f64::from(ms) / 1000.0),
+        }
+    }
+
+    /// libx264's settings: the preset, the rate control (average bitrate
+    /// capped by VBV, or CRF `quality` — clamped to x264's 0..=51 — with the
+    /// bitrate as its cap), the H.264 profile, the GOP.
+    pub fn x264_setup(&self, rate: Rational) -> X264Setup {
+        let settings = &self.settings;
+        let spec = &self.spec;
+        let kbps = spec.bitrate_bps / 1000;
+        let mut options = vec![
+            ("preset", settings.preset.clone()),
+            ("forced-idr", "1".to_string()),
+            ("threads", settings.threads.to_string()),
+        ];
+        if kbps > 0 {
+            let bufsize = (f64::from(kbps) * settings.bufsize_factor).round().max(1.0) as u32;
+            options.push((
+                "x264-params",
+                format!("vbv-maxrate={kbps}:vbv-bufsize={bufsize}"),
+            ));
+        }
+        let bit_rate = match spec.quality {
+            Some(quality) => {
+                options.push(("crf", quality.min(51).to_string()));
+                0
+            }
+            None => spec.bitrate_bps as usize,
+        };
+        if let Some(profile) = spec.h264_profile.x264_name() {
+            options.push(("profile", profile.to_string()));
+        }
+        let gop_frames = self.gop_frames(rate);
+        // Intra-only and B-frame-free profiles have no B-frames; a GOP of one
+        // picture has no room for them either.
+        let max_b_frames = (!spec.h264_profile.allows_b_frames() || gop_frames == 1).then_some(0);
+        X264Setup {
+            bit_rate,
+            gop_frames,
+            max_b_frames,
+            options,
+        }
+    }
+}
+
 fn open_encoder(
     plan: &RungPlan,
     width: u32,
@@ -558,30 +730,26 @@ fn open_encoder(
         .encoder()
         .video()
         .map_err(internal("creating the H.264 encoder"))?;
-    let settings = &plan.settings;
+    let setup = plan.x264_setup(rate);
     encoder.set_width(width);
     encoder.set_height(height);
     encoder.set_format(format);
     encoder.set_aspect_ratio(ffmpeg::Rational::new(1, 1));
     encoder.set_time_base(to_ff(plan.time_base));
     encoder.set_frame_rate(Some(to_ff(rate)));
-    encoder.set_bit_rate(plan.profile.bitrate_bps as usize);
-    encoder.set_gop((settings.gop_seconds * rate.as_f64()).round().max(1.0) as u32);
-
-    let kbps = plan.profile.bitrate_bps / 1000;
-    let bufsize = (f64::from(kbps) * settings.bufsize_factor).round() as u32;
+    encoder.set_bit_rate(setup.bit_rate);
+    encoder.set_gop(setup.gop_frames);
+    if let Some(b_frames) = setup.max_b_frames {
+        encoder.set_max_b_frames(b_frames);
+    }
     let mut options = Dictionary::new();
-    options.set("preset", &settings.preset);
-    options.set("forced-idr", "1");
-    options.set(
-        "x264-params",
-        &format!("vbv-maxrate={kbps}:vbv-bufsize={bufsize}"),
-    );
-    options.set("threads", &settings.threads.to_string());
+    for (key, value) in &setup.options {
+        options.set(key, value);
+    }
     encoder.open_with(options).map_err(|e| {
         TranscodeError::Internal(format!(
             "opening libx264 ({width}x{height}, preset {}): {e}",
-            settings.preset
+            plan.settings.preset
         ))
     })
 }
@@ -605,16 +773,22 @@ fn drain_encoder(
     }
 }
 
-/// Muxes one rung's packets, with the audio, into MPEG-TS in memory.
-/// Interleaving sorts video and audio by decoding time.
+/// Muxes one rung's packets, with the audio, into its container in memory.
+/// Interleaving sorts video and audio by decoding time; DTS are repaired in
+/// the muxer's time base (where rescaling may have made neighbours equal).
 pub(super) fn mux_rendition(
     rung: EncodedRung,
     audio: Option<&AudioTrack>,
 ) -> Result<Rendition, TranscodeError> {
+    let container = rung.spec.container;
     let buffer = SharedBuffer::default();
-    let io = format::context::StreamIo::from_write(buffer.clone())
-        .map_err(internal("setting up in-memory output"))?;
-    let mut output = format::output_to_stream(io, None, Some("mpegts"))
+    let io = match container {
+        Container::MpegTs => format::context::StreamIo::from_write(buffer.clone()),
+        // MP4 seeks back to write its index.
+        Container::Mp4 => format::context::StreamIo::from_write_seek(buffer.clone()),
+    }
+    .map_err(internal("setting up in-memory output"))?;
+    let mut output = format::output_to_stream(io, None, Some(container.muxer()))
         .map_err(internal("creating the muxer"))?;
     output
         .add_stream(encoder::find(codec::Id::H264))
@@ -628,11 +802,13 @@ pub(super) fn mux_rendition(
     }
     output
         .write_header()
-        .map_err(internal("writing the MPEG-TS header"))?;
+        .map_err(internal("writing the container header"))?;
 
     let video_out = output.stream(0).expect("added above").time_base();
+    let mut video_dts = MonotonicDts::new();
     for mut packet in rung.packets {
         packet.rescale_ts(rung.time_base, video_out);
+        repair(&mut packet, &mut video_dts);
         packet.set_stream(0);
         packet
             .write_interleaved(&mut output)
@@ -640,9 +816,11 @@ pub(super) fn mux_rendition(
     }
     if let Some(track) = audio {
         let audio_out = output.stream(1).expect("added above").time_base();
+        let mut audio_dts = MonotonicDts::new();
         for packet in &track.packets {
             let mut packet = packet.clone();
             packet.rescale_ts(track.time_base, audio_out);
+            repair(&mut packet, &mut audio_dts);
             packet.set_stream(1);
             packet.set_position(-1);
             packet
@@ -652,14 +830,102 @@ pub(super) fn mux_rendition(
     }
     output
         .write_trailer()
-        .map_err(internal("finishing the MPEG-TS"))?;
+        .map_err(internal("finishing the container"))?;
     drop(output);
     Ok(Rendition {
-        profile: rung.profile,
+        spec: rung.spec,
         width: rung.width,
         height: rung.height,
         frames: rung.frames,
         encode_seconds: rung.encode_seconds,
         data: Bytes::from(buffer.take()),
     })
+}
+
+fn repair(packet: &mut Packet, dts: &mut MonotonicDts) {
+    let (pts, fixed) = dts.fix(packet.pts(), packet.dts(), packet.duration());
+    packet.set_pts(Some(pts));
+    packet.set_dts(Some(fixed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::H264Profile;
+    use crate::protocol::parse_profile_list;
+
+    fn plan(spec: RenditionSpec) -> RungPlan {
+        RungPlan {
+            spec,
+            time_base: Rational::new(1, 90_000),
+            source_rate: Some(Rational::new(30, 1)),
+            settings: EncoderSettings::default(),
+        }
+    }
+
+    fn spec() -> RenditionSpec {
+        RenditionSpec::from(parse_profile_list("P360p30fps16x9").unwrap()[0])
+    }
+
+    fn option<'a>(setup: &'a X264Setup, key: &str) -> Option<&'a str> {
+        setup
+            .options
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_v2_profile_is_average_bitrate_capped_by_vbv_with_a_two_second_gop() {
+        let setup = plan(spec()).x264_setup(Rational::new(30, 1));
+        assert_eq!(setup.bit_rate, 1_200_000);
+        assert_eq!(setup.gop_frames, 60);
+        assert_eq!(setup.max_b_frames, None);
+        assert_eq!(
+            option(&setup, "x264-params"),
+            Some("vbv-maxrate=1200:vbv-bufsize=2400")
+        );
+        assert_eq!(option(&setup, "profile"), None);
+        assert_eq!(option(&setup, "crf"), None);
+    }
+
+    #[test]
+    fn gop_profile_and_quality_reach_libx264() {
+        let mut s = spec();
+        s.gop = Gop::Millis(1000);
+        s.h264_profile = H264Profile::ConstrainedHigh;
+        s.quality = Some(70);
+        let setup = plan(s.clone()).x264_setup(Rational::new(30000, 1001));
+        assert_eq!(setup.gop_frames, 30);
+        assert_eq!(setup.max_b_frames, Some(0));
+        assert_eq!(option(&setup, "profile"), Some("high"));
+        // CRF, clamped to x264's range, with the bitrate as the VBV cap.
+        assert_eq!(option(&setup, "crf"), Some("51"));
+        assert_eq!(setup.bit_rate, 0);
+        assert!(option(&setup, "x264-params").is_some());
+        s.gop = Gop::IntraOnly;
+        s.h264_profile = H264Profile::Main;
+        s.bitrate_bps = 0;
+        s.quality = None;
+        let setup = plan(s).x264_setup(Rational::new(30, 1));
+        assert_eq!((setup.gop_frames, setup.max_b_frames), (1, Some(0)));
+        assert_eq!(option(&setup, "x264-params"), None);
+        assert_eq!(setup.bit_rate, 0);
+    }
+
+    #[test]
+    fn specs_outside_what_libx264_takes_are_unsupported() {
+        let mut s = spec();
+        assert!(check_specs(std::slice::from_ref(&s)).is_ok());
+        s.width = 250;
+        s.height = 62_500;
+        assert!(matches!(
+            check_specs(std::slice::from_ref(&s)),
+            Err(TranscodeError::Unsupported(_))
+        ));
+        let mut s = spec();
+        s.max_frame_rate = Some(Rational::new(0, 1));
+        assert!(check_specs(&[s]).is_err());
+        assert!(check_specs(&[]).is_err());
+    }
 }

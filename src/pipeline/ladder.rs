@@ -3,6 +3,28 @@
 
 use super::Rational;
 
+/// The encoded size of a rung: the source fitted into the box, with the box
+/// turned to the source's orientation first (a portrait source and a
+/// landscape box such as 640×360 give 360×640 at most, as lpms does), so a
+/// portrait stream is not shrunk to a sliver.
+pub fn output_size(src_w: u32, src_h: u32, sar: Rational, box_w: u32, box_h: u32) -> (u32, u32) {
+    let sar = if sar.num > 0 && sar.den > 0 {
+        sar
+    } else {
+        Rational::new(1, 1)
+    };
+    let display_w = u64::from(src_w) * sar.num as u64;
+    let display_h = u64::from(src_h) * sar.den as u64;
+    let source_portrait = display_h > display_w;
+    let box_portrait = box_h > box_w;
+    let (box_w, box_h) = if source_portrait != box_portrait && box_w != box_h {
+        (box_h, box_w)
+    } else {
+        (box_w, box_h)
+    };
+    fit_in_box(src_w, src_h, sar, box_w, box_h)
+}
+
 /// The largest even-sized picture inside `box_w`×`box_h` with the source's
 /// display aspect (`src_w`×`src_h` pixels of aspect `sar`). A source with the
 /// box's aspect gets exactly the box.
@@ -38,14 +60,21 @@ fn even_floor(value: u32) -> u32 {
     (value / 2 * 2).max(2)
 }
 
-/// The output frame rate of a rung: the profile's when lower than the
-/// source's, else the source's (never raised). An unknown source rate counts
-/// as the profile's.
-pub fn output_frame_rate(source: Option<Rational>, profile_fps: u32) -> Rational {
-    let profile = Rational::new(profile_fps as i32, 1);
-    match source {
-        Some(rate) if rate.num > 0 && rate.den > 0 && rate.as_f64() < profile.as_f64() => rate,
-        _ => profile,
+/// The rate assumed for a source that declares none and a rendition that
+/// keeps the source's rate.
+pub const FALLBACK_FRAME_RATE: Rational = Rational::new(30, 1);
+
+/// The output frame rate of a rung: the ceiling when lower than the source's,
+/// else the source's (never raised); without a ceiling, the source's. An
+/// unknown source rate counts as the ceiling (or 30 fps).
+pub fn output_frame_rate(source: Option<Rational>, ceiling: Option<Rational>) -> Rational {
+    let source = source.filter(|r| r.num > 0 && r.den > 0);
+    let ceiling = ceiling.filter(|r| r.num > 0 && r.den > 0);
+    match (source, ceiling) {
+        (Some(source), Some(ceiling)) if source.as_f64() < ceiling.as_f64() => source,
+        (_, Some(ceiling)) => ceiling,
+        (Some(source), None) => source,
+        (None, None) => FALLBACK_FRAME_RATE,
     }
 }
 
@@ -141,11 +170,38 @@ mod tests {
 
     #[test]
     fn frame_rate_is_lowered_never_raised() {
-        assert_eq!(output_frame_rate(Some(r(60, 1)), 30), r(30, 1));
-        assert_eq!(output_frame_rate(Some(r(24000, 1001)), 30), r(24000, 1001));
-        assert_eq!(output_frame_rate(Some(r(30, 1)), 60), r(30, 1));
-        assert_eq!(output_frame_rate(None, 30), r(30, 1));
-        assert_eq!(output_frame_rate(Some(r(0, 1)), 30), r(30, 1));
+        let at_most = |fps| Some(r(fps, 1));
+        assert_eq!(output_frame_rate(Some(r(60, 1)), at_most(30)), r(30, 1));
+        assert_eq!(
+            output_frame_rate(Some(r(24000, 1001)), at_most(30)),
+            r(24000, 1001)
+        );
+        assert_eq!(output_frame_rate(Some(r(30, 1)), at_most(60)), r(30, 1));
+        assert_eq!(output_frame_rate(None, at_most(30)), r(30, 1));
+        assert_eq!(output_frame_rate(Some(r(0, 1)), at_most(30)), r(30, 1));
+        // Fractional ceilings, and none at all (keep the source's rate).
+        assert_eq!(
+            output_frame_rate(Some(r(60, 1)), Some(r(30000, 1001))),
+            r(30000, 1001)
+        );
+        assert_eq!(output_frame_rate(Some(r(25, 1)), None), r(25, 1));
+        assert_eq!(output_frame_rate(None, None), FALLBACK_FRAME_RATE);
+    }
+
+    #[test]
+    fn the_box_turns_to_the_source_orientation() {
+        // Portrait source, landscape box: 360x640 at most.
+        assert_eq!(output_size(720, 1280, r(1, 1), 640, 360), (360, 640));
+        // Landscape source, portrait box.
+        assert_eq!(output_size(1280, 720, r(1, 1), 360, 640), (640, 360));
+        // Same orientation: as fit_in_box.
+        assert_eq!(output_size(1920, 1080, r(1, 1), 426, 240), (426, 240));
+        // Square boxes and square sources stay.
+        assert_eq!(output_size(1080, 1920, r(1, 1), 146, 146), (82, 146));
+        assert_eq!(output_size(500, 500, r(1, 1), 640, 360), (360, 360));
+        // A tall strip (vertical-sample.ts, 16x4000) into a 240p box.
+        let (w, h) = output_size(16, 4000, r(1, 1), 426, 240);
+        assert!(h == 426 && w == 2, "{w}x{h}");
     }
 
     #[test]

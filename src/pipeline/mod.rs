@@ -1,28 +1,31 @@
-//! The transcoding pipeline: MPEG-TS segment in, one H.264 MPEG-TS rendition
-//! per profile out.
+//! The transcoding pipeline: a segment in, one H.264 rendition (MPEG-TS or
+//! MP4) per [`RenditionSpec`] out.
 //!
 //! [`Backend`] is the one interface, with two implementations:
 //! [`cpu::CpuBackend`] (ffmpeg-next: libavformat, libavcodec, swscale,
 //! libx264) and [`gpu::GpuBackend`] (NVDEC, CUDA resize kernels, NVENC or
 //! libx264), chosen at run time by [`select_backend`]. Backends run on the
 //! caller's thread (and threads of their own): callers keep them off the
-//! async executor. [`ladder`] holds the plain arithmetic.
+//! async executor. [`ladder`] holds the plain arithmetic, [`rendition`] what
+//! a rendition must be.
 
 pub mod cpu;
 pub mod gpu;
 pub mod ladder;
+pub mod rendition;
 pub mod segmenter;
 pub mod testclip;
+pub mod timestamps;
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::protocol::Profile;
+pub use rendition::{Clip, Container, Gop, H264Profile, RenditionSpec, SegmentOptions};
 
 /// A frame rate or time base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rational {
     pub num: i32,
     pub den: i32,
@@ -42,12 +45,14 @@ impl Rational {
     }
 }
 
-/// One rung of the ladder, muxed as MPEG-TS.
+/// One rung of the ladder, muxed as its spec's container says.
 #[derive(Clone)]
 pub struct Rendition {
-    pub profile: Profile,
+    pub spec: RenditionSpec,
+    /// The encoded picture size.
     pub width: u32,
     pub height: u32,
+    /// Pictures encoded.
     pub frames: u64,
     /// Seconds this rung spent scaling and encoding (its own thread's work).
     pub encode_seconds: f64,
@@ -57,7 +62,7 @@ pub struct Rendition {
 impl fmt::Debug for Rendition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rendition")
-            .field("profile", &self.profile.name)
+            .field("spec", &self.spec.name)
             .field("size", &format_args!("{}x{}", self.width, self.height))
             .field("frames", &self.frames)
             .field("bytes", &self.data.len())
@@ -65,14 +70,25 @@ impl fmt::Debug for Rendition {
     }
 }
 
-/// The renditions of one segment, in the order of the profiles asked for, and
+impl Rendition {
+    /// Pictures encoded × encoded width × height: what the orchestrator
+    /// bills and broadcasters recount.
+    pub fn pixels(&self) -> u64 {
+        self.frames * u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// The renditions of one segment, in the order of the specs asked for, and
 /// what the source was.
 #[derive(Debug, Clone)]
 pub struct Transcoded {
     pub renditions: Vec<Rendition>,
     /// Seconds of video in the source segment (0 when unknown).
     pub source_seconds: f64,
+    /// Pictures decoded from the source.
     pub source_frames: u64,
+    /// Σ width × height over the decoded source pictures.
+    pub source_pixels: u64,
     /// The backend that made these renditions (`gpu`, or `cpu` when the GPU
     /// backend handed the segment to the CPU).
     pub backend: &'static str,
@@ -85,6 +101,10 @@ pub enum TranscodeError {
     /// The input is at fault: not a container, no video, nothing decodes.
     #[error("segment does not decode: {0}")]
     Undecodable(String),
+    /// The rendition asked for is one lpgpu does not make (a size out of
+    /// bounds, say): the request is at fault, not the segment.
+    #[error("unsupported rendition: {0}")]
+    Unsupported(String),
     /// We are at fault: an encoder or muxer failed.
     #[error("transcoding failed: {0}")]
     Internal(String),
@@ -122,14 +142,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// The device it runs on, for `lpgpu_backend_info` (e.g. the CPU model).
     fn device(&self) -> String;
-    fn transcode(&self, segment: Bytes, profiles: &[Profile])
-    -> Result<Transcoded, TranscodeError>;
+    fn transcode(
+        &self,
+        segment: Bytes,
+        renditions: &[RenditionSpec],
+        options: &SegmentOptions,
+    ) -> Result<Transcoded, TranscodeError>;
     /// Segments it is sized to transcode at once, when it knows (the GPU
     /// backend: GPUs × `--max-sessions-per-gpu`); the default of
     /// `--max-sessions` follows it.
     fn capacity(&self) -> Option<usize> {
         None
     }
+    /// The stream `key` has ended: forget whatever was kept for it (the GPU
+    /// rig's placement). Backends without per-stream state ignore it.
+    fn end_stream(&self, _key: &str) {}
 }
 
 /// `--backend`.

@@ -168,9 +168,11 @@ mod tests {
     #[test]
     fn the_clip_is_real_video_with_audio() {
         let clip = make_test_clip(2, 320, 180).unwrap();
-        let profiles = crate::protocol::parse_profile_list("P144p30fps16x9").unwrap();
+        let specs = crate::pipeline::rendition::from_profiles(
+            &crate::protocol::parse_profile_list("P144p30fps16x9").unwrap(),
+        );
         let out = crate::pipeline::cpu::CpuBackend::new(Default::default())
-            .transcode(clip, &profiles)
+            .transcode(clip, &specs, &Default::default())
             .unwrap();
         assert_eq!(out.source_frames, 60);
         assert!(

@@ -1,8 +1,10 @@
 //! The protocol's rules over plain values: profiles and `transcodingOptions`,
 //! stream ids, the `flatten` message that segment signatures cover, the
 //! `Livepeer-Segment` and `Credentials` header encodings, and the stable error
-//! codes of `/segment` rejections. No I/O.
+//! codes of `/segment` rejections; and the capabilities of today's
+//! orchestrator ↔ transcoder protocol ([`capabilities`]). No I/O.
 
+pub mod capabilities;
 mod headers;
 mod profiles;
 mod stream_id;

@@ -8,6 +8,7 @@
 //! semaphore of `--max-sessions` slots), and maps every outcome to a status
 //! once.
 
+pub mod remote;
 pub mod store;
 pub mod verify;
 
@@ -28,7 +29,7 @@ use tokio::sync::Semaphore;
 use crate::chain::{Chain, ChainError};
 use crate::eth::{Address, Keccak256Hasher, PrivateKey, keccak256};
 use crate::metrics::Metrics;
-use crate::pipeline::{Backend, TranscodeError, Transcoded};
+use crate::pipeline::{Backend, SegmentOptions, TranscodeError, Transcoded};
 use crate::proto::{TranscodeData, TranscodeResult, TranscodedSegmentData, transcode_result};
 use store::{SegmentStore, StoreLimits};
 use verify::{
@@ -115,6 +116,39 @@ impl Transcoder {
     }
 }
 
+/// Whether a process is ready for work: Ok, or why not (`/readyz`).
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    fn readiness(&self) -> Result<(), String>;
+}
+
+impl Readiness for Transcoder {
+    fn readiness(&self) -> Result<(), String> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err("draining or every slot busy".into())
+        }
+    }
+}
+
+impl Readiness for remote::RemoteTranscoder {
+    fn readiness(&self) -> Result<(), String> {
+        remote::RemoteTranscoder::readiness(self)
+    }
+}
+
+/// `/readyz` of anything [`Readiness`]: 200 `ready`, or 503 `not ready: why`.
+pub fn readiness_response(readiness: &dyn Readiness) -> Response {
+    match readiness.readiness() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
 /// The HTTP routes of a node: `/healthz`, and `/segment`, `/stream/…` and
 /// `/readyz` when it transcodes.
 pub fn http_router(transcoder: Option<Arc<Transcoder>>) -> Router {
@@ -138,15 +172,7 @@ pub async fn healthz() -> &'static str {
 
 /// Ready to take segments: not draining and a slot is free.
 pub async fn readyz(State(transcoder): State<Arc<Transcoder>>) -> Response {
-    if transcoder.is_ready() {
-        "ready\n".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: draining or every slot busy\n",
-        )
-            .into_response()
-    }
+    readiness_response(transcoder.as_ref())
 }
 
 fn json_error(status: StatusCode, code: &str, detail: &str) -> Response {
@@ -287,12 +313,16 @@ impl Transcoder {
             .inc_by(segment.len() as u64);
 
         let backend = self.backend.clone();
-        let profiles = verified.profiles.clone();
+        let specs = crate::pipeline::rendition::from_profiles(&verified.profiles);
+        let options = SegmentOptions {
+            clip: None,
+            stream: Some(verified.job.stream_id.clone()),
+        };
         let signer = self.config.signer.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _slot = permit;
             let started = Instant::now();
-            let result = backend.transcode(segment, &profiles);
+            let result = backend.transcode(segment, &specs, &options);
             let elapsed = started.elapsed();
             // Hashing the renditions is CPU work too: do it here, off the executor.
             let signature = match (&result, signer) {
@@ -355,6 +385,7 @@ impl Transcoder {
             Err(error) => {
                 let code = match error {
                     TranscodeError::Undecodable(_) => "undecodable_segment",
+                    TranscodeError::Unsupported(_) => "unsupported_profile",
                     TranscodeError::Internal(_) => "internal",
                 };
                 tracing::warn!(
@@ -376,7 +407,7 @@ impl Transcoder {
         for rendition in &transcoded.renditions {
             self.metrics
                 .renditions
-                .with_label_values(&[rendition.profile.name])
+                .with_label_values(&[&rendition.spec.name])
                 .inc();
             self.metrics
                 .segment_bytes
@@ -397,12 +428,17 @@ impl Transcoder {
         } else {
             match error {
                 TranscodeError::Undecodable(_) => "the segment does not decode".to_string(),
+                TranscodeError::Unsupported(_) => {
+                    "a profile of this job is not supported".to_string()
+                }
                 TranscodeError::Internal(_) => "transcoding failed on this node".to_string(),
             }
         };
         if multipart {
             let status = match error {
-                TranscodeError::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                TranscodeError::Undecodable(_) | TranscodeError::Unsupported(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 TranscodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return json_error(status, code, &detail);
@@ -468,7 +504,7 @@ fn multipart_response(transcoded: &Transcoded) -> Response {
     for rendition in &transcoded.renditions {
         chunks.push(Bytes::from(format!(
             "--{boundary}\r\nContent-Type: video/MP2T\r\nRendition-Name: {}\r\nContent-Length: {}\r\n\r\n",
-            rendition.profile.name,
+            rendition.spec.name,
             rendition.data.len()
         )));
         chunks.push(rendition.data.clone());

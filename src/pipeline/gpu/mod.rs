@@ -29,9 +29,10 @@ pub mod resize;
 mod segment;
 mod sys;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -40,8 +41,9 @@ use self::nvdec::{Codec, DecoderPool};
 use self::nvenc::{EncoderSessions, NvencSupport};
 use self::segment::SegmentFailure;
 use super::cpu::CpuBackend;
-use super::{Backend, EncoderSettings, GpuOptions, TranscodeError, Transcoded};
-use crate::protocol::Profile;
+use super::{
+    Backend, EncoderSettings, GpuOptions, RenditionSpec, SegmentOptions, TranscodeError, Transcoded,
+};
 
 /// Segments transcoded at once on one GPU unless `--max-sessions-per-gpu`
 /// says otherwise: enough to keep several NVDEC engines busy while the
@@ -51,6 +53,10 @@ pub const DEFAULT_SESSIONS_PER_GPU: usize = 8;
 /// Encoder sessions lpgpu allows itself per GPU where NVENC exists (consumer
 /// drivers cap sessions per system at 8 to 12).
 const NVENC_SESSIONS_PER_GPU: usize = 8;
+
+/// A stream's GPU is forgotten after this long without a segment (streams
+/// that end without saying so, such as v2 broadcasts).
+const STREAM_PIN_IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
@@ -149,11 +155,11 @@ impl GpuSlot {
     fn transcode(
         &self,
         segment: Bytes,
-        profiles: &[Profile],
+        specs: &[RenditionSpec],
         settings: &EncoderSettings,
     ) -> Result<Transcoded, SegmentFailure> {
         let device = self.device()?;
-        segment::transcode(&device, segment, profiles, settings, self.nvenc_sessions())
+        segment::transcode(&device, segment, specs, settings, self.nvenc_sessions())
     }
 
     /// The device, reopened if an error dropped it.
@@ -194,6 +200,8 @@ pub struct GpuBackend {
     settings: EncoderSettings,
     cpu: CpuBackend,
     released: (Mutex<()>, Condvar),
+    /// Which GPU each stream's segments go to, and when it last sent one.
+    pinned: Mutex<HashMap<String, (usize, Instant)>>,
 }
 
 /// A segment's place on a GPU; frees it on `Drop`.
@@ -207,6 +215,15 @@ impl Drop for Placement<'_> {
         self.slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         let _guard = self.backend.released.0.lock();
         self.backend.released.1.notify_one();
+    }
+}
+
+/// Picks the GPU for a segment: the stream's own (`pinned`, an index into
+/// `loads`) while it is usable and has room, else the least-loaded.
+fn choose(loads: &[(usize, usize, bool)], pinned: Option<usize>) -> Option<usize> {
+    match pinned.and_then(|index| loads.get(index).map(|load| (index, load))) {
+        Some((index, (in_flight, capacity, true))) if in_flight < capacity => Some(index),
+        _ => least_loaded(loads),
     }
 }
 
@@ -268,6 +285,7 @@ impl GpuBackend {
             cpu: CpuBackend::new(settings.clone()),
             settings,
             released: (Mutex::new(()), Condvar::new()),
+            pinned: Mutex::new(HashMap::new()),
         };
         if options.self_test {
             backend.self_test(&mut refused);
@@ -295,10 +313,11 @@ impl GpuBackend {
                 return;
             }
         };
-        let profile =
-            crate::protocol::parse_profile_list("P240p30fps16x9").expect("a built-in profile")[0];
+        let spec = RenditionSpec::from(
+            crate::protocol::parse_profile_list("P240p30fps16x9").expect("a built-in profile")[0],
+        );
         for slot in &self.slots {
-            let outcome = slot.transcode(clip.clone(), &[profile], &self.settings);
+            let outcome = slot.transcode(clip.clone(), std::slice::from_ref(&spec), &self.settings);
             match outcome {
                 Ok(t)
                     if t.renditions
@@ -325,8 +344,32 @@ impl GpuBackend {
         }
     }
 
-    /// Waits for a place on the least-loaded GPU; None when no GPU is usable.
-    fn place(&self) -> Option<Placement<'_>> {
+    /// The slot index a stream is pinned to, refreshing its time; stale
+    /// pins are dropped on the way.
+    fn pinned_slot(&self, stream: Option<&str>) -> Option<usize> {
+        let stream = stream?;
+        let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        pinned.retain(|_, (_, seen)| now.duration_since(*seen) < STREAM_PIN_IDLE);
+        pinned.get_mut(stream).map(|(index, seen)| {
+            *seen = now;
+            *index
+        })
+    }
+
+    fn pin(&self, stream: Option<&str>, index: usize) {
+        if let Some(stream) = stream {
+            self.pinned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stream.to_string(), (index, Instant::now()));
+        }
+    }
+
+    /// Waits for a place: the stream's own GPU when it has room, else the
+    /// least-loaded; None when no GPU is usable.
+    fn place(&self, stream: Option<&str>) -> Option<Placement<'_>> {
+        let pinned = self.pinned_slot(stream);
         let mut guard = self.released.0.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let loads: Vec<_> = self
@@ -343,7 +386,8 @@ impl GpuBackend {
             if !loads.iter().any(|l| l.2) {
                 return None;
             }
-            if let Some(index) = least_loaded(&loads) {
+            if let Some(index) = choose(&loads, pinned) {
+                self.pin(stream, index);
                 let slot = self.slots[index].clone();
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
                 return Some(Placement {
@@ -363,10 +407,11 @@ impl GpuBackend {
     fn on_cpu(
         &self,
         segment: Bytes,
-        profiles: &[Profile],
+        specs: &[RenditionSpec],
+        options: &SegmentOptions,
         why: String,
     ) -> Result<Transcoded, TranscodeError> {
-        let mut transcoded = self.cpu.transcode(segment, profiles)?;
+        let mut transcoded = self.cpu.transcode(segment, specs, options)?;
         transcoded.fallback = Some(why);
         Ok(transcoded)
     }
@@ -437,16 +482,29 @@ impl Backend for GpuBackend {
         Some(self.slots.iter().map(|s| s.capacity).sum())
     }
 
+    fn end_stream(&self, key: &str) {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn transcode(
         &self,
         segment: Bytes,
-        profiles: &[Profile],
+        specs: &[RenditionSpec],
+        options: &SegmentOptions,
     ) -> Result<Transcoded, TranscodeError> {
-        let Some(placement) = self.place() else {
-            return self.on_cpu(segment, profiles, "no usable GPU is left".into());
+        super::cpu::check_specs(specs)?;
+        if options.clip.is_some() {
+            // Clipping is done where the decoded pictures are timed: on the CPU.
+            return self.on_cpu(segment, specs, options, "a clip is made on the CPU".into());
+        }
+        let Some(placement) = self.place(options.stream.as_deref()) else {
+            return self.on_cpu(segment, specs, options, "no usable GPU is left".into());
         };
         let slot = &placement.slot;
-        let outcome = slot.transcode(segment.clone(), profiles, &self.settings);
+        let outcome = slot.transcode(segment.clone(), specs, &self.settings);
         match outcome {
             Ok(transcoded) => Ok(transcoded),
             Err(SegmentFailure::Input(e)) => Err(e),
@@ -465,7 +523,11 @@ impl Backend for GpuBackend {
                     slot.after_error(&error);
                 }
                 drop(placement);
-                self.on_cpu(segment, profiles, error.to_string())
+                if let Some(stream) = options.stream.as_deref() {
+                    // An error for this stream ends its placement.
+                    self.end_stream(stream);
+                }
+                self.on_cpu(segment, specs, options, error.to_string())
             }
         }
     }
@@ -567,6 +629,17 @@ mod tests {
         );
         assert_eq!(least_loaded(&[(8, 8, true), (0, 8, false)]), None);
         assert_eq!(least_loaded(&[]), None);
+    }
+
+    #[test]
+    fn a_stream_stays_on_its_gpu_while_it_has_room() {
+        let loads = [(5, 8, true), (1, 8, true)];
+        assert_eq!(choose(&loads, Some(0)), Some(0));
+        assert_eq!(choose(&loads, None), Some(1));
+        // Full, unusable or gone: the least-loaded instead.
+        assert_eq!(choose(&[(8, 8, true), (1, 8, true)], Some(0)), Some(1));
+        assert_eq!(choose(&[(0, 8, false), (1, 8, true)], Some(0)), Some(1));
+        assert_eq!(choose(&loads, Some(7)), Some(1));
     }
 
     #[test]

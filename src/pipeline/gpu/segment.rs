@@ -26,9 +26,8 @@ use super::{Device, sys};
 use crate::pipeline::cpu::{
     EncodedRung, RungEncoder, RungPlan, SourceSegment, from_ff, nothing_decoded, to_ff,
 };
-use crate::pipeline::ladder::{FrameDecimator, fit_in_box};
-use crate::pipeline::{EncoderSettings, Rational, TranscodeError, Transcoded};
-use crate::protocol::Profile;
+use crate::pipeline::ladder::FrameDecimator;
+use crate::pipeline::{EncoderSettings, Rational, RenditionSpec, TranscodeError, Transcoded};
 
 /// Scaled pictures in flight between the GPU thread and each encoder.
 const PICTURE_QUEUE: usize = 4;
@@ -87,7 +86,7 @@ struct GpuRung {
 pub fn transcode(
     device: &Device,
     segment: Bytes,
-    profiles: &[Profile],
+    specs: &[RenditionSpec],
     settings: &EncoderSettings,
     nvenc: Option<&std::sync::Arc<EncoderSessions>>,
 ) -> Result<Transcoded, SegmentFailure> {
@@ -98,9 +97,10 @@ pub fn transcode(
     let stream = device.runtime.new_stream()?;
     let mut parser = Parser::new(codec, &device.decoders)?;
 
-    let plans = source.plans(profiles, settings);
+    let plans = source.plans(specs, settings);
     let (video_index, audio_index) = (source.video_index, source.audio_index);
     let mut decoded = 0u64;
+    let mut decoded_pixels = 0u64;
     let mut span: (Option<i64>, Option<i64>) = (None, None);
 
     let (gpu_result, encoded) = std::thread::scope(|scope| {
@@ -161,6 +161,7 @@ pub fn transcode(
                         device, &stream, &parser, &picture, &mut rungs, aspect, nvenc,
                     )? {
                         count(&mut decoded, &mut span, picture.pts);
+                        decoded_pixels += displayed_pixels(&parser);
                     }
                 }
             }
@@ -170,6 +171,7 @@ pub fn transcode(
                     device, &stream, &parser, &picture, &mut rungs, aspect, nvenc,
                 )? {
                     count(&mut decoded, &mut span, picture.pts);
+                    decoded_pixels += displayed_pixels(&parser);
                 }
             }
             Ok(())
@@ -223,8 +225,17 @@ pub fn transcode(
         renditions,
         source_seconds: source.seconds(span, decoded),
         source_frames: decoded,
+        source_pixels: decoded_pixels,
         backend: "gpu",
         fallback: None,
+    })
+}
+
+/// Width × height of the pictures the parser's decoder shows.
+fn displayed_pixels(parser: &Parser<'_>) -> u64 {
+    parser.decoder_shape().map_or(0, |shape| {
+        let (w, h) = shape.display_size();
+        u64::from(w) * u64::from(h)
     })
 }
 
@@ -267,13 +278,7 @@ fn scale_and_send(
     let size = (mapped.width, mapped.height);
     for (rung, _) in rungs.iter_mut().zip(&keep).filter(|(_, k)| **k) {
         if rung.scaler.as_ref().map(|s| s.source) != Some(size) {
-            let output = fit_in_box(
-                size.0,
-                size.1,
-                aspect,
-                rung.plan.profile.width,
-                rung.plan.profile.height,
-            );
+            let output = rung.plan.output_size(size.0, size.1, aspect);
             // The encoder is opened at the first picture's size; later
             // pictures of another source size still come out at it.
             let first = rung.output == (0, 0);
@@ -334,10 +339,20 @@ fn nvenc_settings(plan: &RungPlan, (width, height): (u32, u32)) -> NvencSettings
         width,
         height,
         rate: (rate.num.max(1) as u32, rate.den.max(1) as u32),
-        bitrate_bps: plan.profile.bitrate_bps,
-        gop_frames: (plan.settings.gop_seconds * rate.as_f64()).round().max(1.0) as u32,
+        bitrate_bps: plan.spec.bitrate_bps,
+        gop_frames: plan.gop_frames(rate),
         bufsize_factor: plan.settings.bufsize_factor,
     }
+}
+
+/// Whether the NVENC path makes this rendition as asked: it does average
+/// bitrate with lpgpu's GOP and B-frame-free High, so a forced H.264 profile
+/// other than High, a CRF quality, or a rate-less spec go to libx264.
+fn nvenc_can_encode(spec: &RenditionSpec) -> bool {
+    use crate::pipeline::H264Profile::*;
+    spec.quality.is_none()
+        && spec.bitrate_bps > 0
+        && matches!(spec.h264_profile, EncoderDefault | High | ConstrainedHigh)
 }
 
 /// An NVENC session for a rung, or None (the rung then takes the hybrid
@@ -348,12 +363,15 @@ fn open_nvenc(
     plan: &RungPlan,
     (width, height): (u32, u32),
 ) -> Option<NvencEncoder> {
+    if !nvenc_can_encode(&plan.spec) {
+        return None;
+    }
     let settings = nvenc_settings(plan, (width, height));
     let permit = match sessions.acquire() {
         Ok(permit) => permit,
         Err(e) => {
             tracing::debug!(
-                profile = plan.profile.name,
+                rendition = %plan.spec,
                 "{e}; encoding this rendition with libx264"
             );
             return None;
@@ -362,7 +380,7 @@ fn open_nvenc(
     match NvencEncoder::open(device.runtime.context.cu_ctx().cast(), permit, settings) {
         Ok(encoder) => Some(encoder),
         Err(e) => {
-            tracing::warn!(profile = plan.profile.name, error = %e, "NVENC refused; encoding this rendition with libx264");
+            tracing::warn!(rendition = %plan.spec, error = %e, "NVENC refused; encoding this rendition with libx264");
             None
         }
     }
@@ -403,7 +421,7 @@ fn finish_nvenc(
         })
         .collect();
     Ok(EncodedRung {
-        profile: plan.profile,
+        spec: plan.spec.clone(),
         parameters,
         time_base: to_ff(plan.time_base),
         packets,
@@ -456,7 +474,7 @@ mod tests {
     fn nvenc_gets_the_x264_paths_rate_control_and_gop() {
         let profile = crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0];
         let plan = RungPlan {
-            profile,
+            spec: profile.into(),
             time_base: Rational::new(1, 90_000),
             source_rate: Some(Rational::new(60, 1)),
             settings: EncoderSettings::default(),
@@ -468,6 +486,19 @@ mod tests {
         assert_eq!(settings.bitrate_bps, profile.bitrate_bps);
         assert_eq!((settings.width, settings.height), (640, 360));
         assert_eq!(settings.bufsize_factor, 2.0);
+    }
+
+    #[test]
+    fn renditions_nvenc_cannot_make_as_asked_go_to_libx264() {
+        let spec: RenditionSpec =
+            crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0].into();
+        assert!(nvenc_can_encode(&spec));
+        let mut baseline = spec.clone();
+        baseline.h264_profile = crate::pipeline::H264Profile::Baseline;
+        assert!(!nvenc_can_encode(&baseline));
+        let mut crf = spec.clone();
+        crf.quality = Some(23);
+        assert!(!nvenc_can_encode(&crf));
     }
 
     #[test]
