@@ -375,6 +375,12 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         metrics.start_gpu_sampler(Duration::from_secs(5));
         tracing::info!(orchestrator = %config.orchestrator, backend = backend.name(), capacity,
             metrics = %metrics_listener.local_addr()?, "remote transcoder starting");
+        // One machine-readable line on stdout for scripts and tests.
+        println!(
+            "lpgpu transcoder dialling {} metrics on {}",
+            config.orchestrator,
+            metrics_listener.local_addr()?
+        );
         let remote = Arc::new(RemoteTranscoder::new(config, backend, metrics.clone())?);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

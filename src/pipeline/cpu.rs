@@ -374,6 +374,7 @@ fn transcode_segment(
 
     let mut decoded_frames = 0u64;
     let mut decoded_pixels = 0u64;
+    let mut keyframes = 0u64;
     let mut first_pts: Option<i64> = None;
     let mut last_pts: Option<i64> = None;
     let results = std::thread::scope(|scope| {
@@ -420,6 +421,7 @@ fn transcode_segment(
         let mut packets = source.input.packets();
         for (stream, packet) in &mut packets {
             if stream.index() == video_index {
+                keyframes += u64::from(packet.is_key());
                 // A corrupt packet is skipped; a segment in which nothing
                 // decodes is refused below.
                 if decoder.send_packet(&packet).is_ok() {
@@ -460,6 +462,9 @@ fn transcode_segment(
     });
     let (decode_result, encoded) = results;
     decode_result?;
+    if keyframes == 0 && decoded_frames > 0 {
+        return Err(TranscodeError::NoKeyframes);
+    }
     if decoded_frames == 0 {
         return Err(TranscodeError::Undecodable(
             "no picture in the segment decodes".into(),

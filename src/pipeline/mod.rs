@@ -101,6 +101,11 @@ pub enum TranscodeError {
     /// The input is at fault: not a container, no video, nothing decodes.
     #[error("segment does not decode: {0}")]
     Undecodable(String),
+    /// No video packet is a keyframe: the segment does not start a GOP.
+    /// Refused as lpms does (libavcodec would decode it from a recovery
+    /// point), in lpms's words, which go-livepeer's broadcasters recognise.
+    #[error("No keyframes in input")]
+    NoKeyframes,
     /// The rendition asked for is one lpgpu does not make (a size out of
     /// bounds, say): the request is at fault, not the segment.
     #[error("unsupported rendition: {0}")]

@@ -384,7 +384,9 @@ impl Transcoder {
             }
             Err(error) => {
                 let code = match error {
-                    TranscodeError::Undecodable(_) => "undecodable_segment",
+                    TranscodeError::Undecodable(_) | TranscodeError::NoKeyframes => {
+                        "undecodable_segment"
+                    }
                     TranscodeError::Unsupported(_) => "unsupported_profile",
                     TranscodeError::Internal(_) => "internal",
                 };
@@ -428,6 +430,7 @@ impl Transcoder {
         } else {
             match error {
                 TranscodeError::Undecodable(_) => "the segment does not decode".to_string(),
+                TranscodeError::NoKeyframes => "the segment has no keyframe".to_string(),
                 TranscodeError::Unsupported(_) => {
                     "a profile of this job is not supported".to_string()
                 }
@@ -436,9 +439,9 @@ impl Transcoder {
         };
         if multipart {
             let status = match error {
-                TranscodeError::Undecodable(_) | TranscodeError::Unsupported(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                TranscodeError::Undecodable(_)
+                | TranscodeError::NoKeyframes
+                | TranscodeError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 TranscodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return json_error(status, code, &detail);

@@ -101,6 +101,7 @@ pub fn transcode(
     let (video_index, audio_index) = (source.video_index, source.audio_index);
     let mut decoded = 0u64;
     let mut decoded_pixels = 0u64;
+    let mut keyframes = 0u64;
     let mut span: (Option<i64>, Option<i64>) = (None, None);
 
     let (gpu_result, encoded) = std::thread::scope(|scope| {
@@ -147,6 +148,7 @@ pub fn transcode(
             let mut packets = source.input.packets();
             for (stream_of, packet) in &mut packets {
                 if stream_of.index() == video_index {
+                    keyframes += u64::from(packet.is_key());
                     if let Some(data) = packet.data() {
                         parser.feed(data, packet.pts())?;
                     }
@@ -214,6 +216,9 @@ pub fn transcode(
         (result, encoded)
     });
     gpu_result?;
+    if keyframes == 0 && decoded > 0 {
+        return Err(SegmentFailure::Input(TranscodeError::NoKeyframes));
+    }
     if decoded == 0 {
         // Let the CPU decoder give its verdict on a segment NVDEC made nothing of.
         return Err(SegmentFailure::Gpu(GpuError::Nvdec(

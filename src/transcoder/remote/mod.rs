@@ -746,6 +746,7 @@ impl RemoteTranscoder {
         let (stable, detail) = match error {
             TranscodeError::Undecodable(detail) => ("segment does not decode", detail),
             TranscodeError::Unsupported(detail) => return format!("unsupported profile: {detail}"),
+            TranscodeError::NoKeyframes => return error.to_string(),
             TranscodeError::Internal(detail) => ("transcoding failed", detail),
         };
         if self.config.expose_errors {
