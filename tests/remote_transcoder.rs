@@ -641,7 +641,8 @@ fn a_wrong_secret_is_fatal_and_not_retried() {
     let mut orch = Orchestrator::start(dir.path(), 0);
     let mut transcoder = RemoteTranscoder::start(&orch.addr(), "not the secret", &[]);
     let status = transcoder.wait_exit(Duration::from_secs(20));
-    assert!(!status.success(), "a refused registration exits non-zero");
+    assert_eq!(status.code(), Some(3), "a refused registration exits 3");
+    assert!(transcoder.log.lock().unwrap().contains("invalid secret"));
     std::thread::sleep(Duration::from_secs(2));
     let registrations = orch.ok(json!({"cmd": "registrations"}));
     assert_eq!(registrations["attempts"], 1, "{registrations}");
@@ -652,6 +653,34 @@ fn a_wrong_secret_is_fatal_and_not_retried() {
     std::fs::write(&secret_file, format!("  {SECRET}  \nignored second line\n")).unwrap();
     let _transcoder = RemoteTranscoder::start(&orch.addr(), secret_file.to_str().unwrap(), &[]);
     orch.wait_registration(1, 20);
+}
+
+#[test]
+fn the_documented_config_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut orch = Orchestrator::start(dir.path(), 0);
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/transcoder.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "transcoder",
+            "--orch-addr",
+            &orch.addr(),
+            "--orch-secret",
+            SECRET,
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--backend", "cpu"])
+        .env_remove("LPGPU_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let registration = orch.wait_registration(1, 30);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The file's keys apply where the command line leaves them alone.
+    assert_eq!(registration["capacity"], 16, "max-sessions from the file");
 }
 
 #[test]
