@@ -1,18 +1,19 @@
 //! lpgpu: a GPU-accelerated video transcoding appliance speaking the Livepeer
-//! networking protocol v2.
+//! protocols: the 2018 networking protocol v2, and today's orchestrator ↔
+//! transcoder protocol.
 //!
 //! # Code map
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`proto`] | the generated `net` wire types and gRPC service (`proto/net.proto`) |
-//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids |
+//! | [`proto`] | the generated `net` wire types and gRPC services (`proto/net.proto`, `proto/transcoder.proto`) |
+//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids, O–T capabilities |
 //! | [`eth`] | keccak256, secp256k1 signing and recovery, EIP-55, V3 keystores |
 //! | [`chain`] | the [`chain::Chain`] trait, the embedded [`chain::Ledger`], [`chain::Ethereum`] (alloy) |
 //! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
 //! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
-//! | [`transcoder`] | `/segment` verification (plain), the handler, the `/stream/` store, `/healthz`, `/readyz` |
-//! | [`pipeline`] | the [`pipeline::Backend`] trait, ladder arithmetic, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
+//! | [`transcoder`] | `/segment` verification (plain), the handler, the `/stream/` store, `/healthz`, `/readyz`; [`transcoder::remote`]: the dial-out mode (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait, what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
