@@ -34,6 +34,9 @@ pub struct Metrics {
     pub get_transcoder: IntCounterVec,
     pub backend_info: IntGaugeVec,
     pub gpu_fallbacks: IntCounter,
+    /// Bytes of rejected request bodies read and discarded so the answer
+    /// reaches the client whole.
+    pub drained_bytes: IntCounter,
     /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
     pub gpu_utilization: GaugeVec,
     /// The remote-transcoder mode's own (`lpgpu transcoder --orch-addr`).
@@ -251,6 +254,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let drained_bytes = r.add(
+            "lpgpu_drained_bytes_total",
+            IntCounter::new(
+                "lpgpu_drained_bytes_total",
+                "Bytes of rejected request bodies read and discarded after the answer.",
+            )
+            .expect("valid metric"),
+        );
         let realtime_ratio = r.add(
             "lpgpu_realtime_ratio",
             Gauge::new(
@@ -274,6 +285,7 @@ impl Metrics {
             get_transcoder,
             backend_info,
             gpu_fallbacks,
+            drained_bytes,
             gpu_utilization,
             realtime_ratio,
             transcoded: Arc::default(),

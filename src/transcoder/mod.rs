@@ -209,7 +209,11 @@ async fn post_segment(
     let started = Instant::now();
     let metrics = &transcoder.metrics;
     metrics.inflight_segments.inc();
-    let response = match transcoder.handle_segment(&headers, body).await {
+    // The body stays here until it is read; whatever is left of it when the
+    // answer is decided early is drained in the background, so the client
+    // gets the whole answer (see `drain`).
+    let mut body = Some(body);
+    let response = match transcoder.handle_segment(&headers, &mut body).await {
         Ok(response) => response,
         Err(rejection) => {
             tracing::warn!(
@@ -225,6 +229,9 @@ async fn post_segment(
             transcoder.rejection_response(&rejection)
         }
     };
+    if let Some(rest) = body {
+        transcoder.drain(rest);
+    }
     metrics.inflight_segments.dec();
     metrics
         .segment_seconds
@@ -268,7 +275,51 @@ impl Transcoder {
         Rejection::ChainUnavailable(error.to_string())
     }
 
-    async fn handle_segment(&self, headers: &HeaderMap, body: Body) -> Result<Response, Rejection> {
+    /// Reads and discards the rest of a body whose answer was decided before
+    /// it arrived. Answering and then resetting the stream (what dropping the
+    /// body does) loses the answer for real clients: curl and httpx report
+    /// no status when a server resets a stream they are still sending on,
+    /// even after a complete response. So the answer goes out whole and the
+    /// body is read to its end, returning HTTP/2 flow-control credit (or
+    /// keeping the HTTP/1.1 connection in step), without buffering it and
+    /// without a transcode slot. Bounded: at most twice `--max-segment-bytes`
+    /// and `--request-timeout-seconds`; past either the stream (or
+    /// connection) is ended.
+    fn drain(&self, body: Body) {
+        let limit = self.config.max_segment_bytes.saturating_mul(2);
+        let timeout = self.config.request_timeout;
+        let drained = self.metrics.drained_bytes.clone();
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut total = 0u64;
+            let outcome = tokio::time::timeout(timeout, async {
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else {
+                        return "the client's stream failed";
+                    };
+                    if let Some(data) = frame.data_ref() {
+                        total += data.len() as u64;
+                        drained.inc_by(data.len() as u64);
+                        if total > limit {
+                            return "the drain limit was reached";
+                        }
+                    }
+                }
+                "done"
+            })
+            .await
+            .unwrap_or("the request timeout passed");
+            if outcome != "done" {
+                tracing::debug!(bytes = total, "stopped draining a rejected body: {outcome}");
+            }
+        });
+    }
+
+    async fn handle_segment(
+        &self,
+        headers: &HeaderMap,
+        body: &mut Option<Body>,
+    ) -> Result<Response, Rejection> {
         let request = SegmentHeaders {
             authorization: header_text(headers, "authorization"),
             credentials: header_text(headers, "credentials"),
@@ -303,9 +354,12 @@ impl Transcoder {
             .map_err(|_| Rejection::Busy(self.config.max_sessions))?;
 
         let timeout = self.config.request_timeout;
-        let (segment, hash) = tokio::time::timeout(timeout, read_and_hash(body, limit))
+        let reading = body.as_mut().expect("the body is read once, here");
+        let (segment, hash) = tokio::time::timeout(timeout, read_and_hash(reading, limit))
             .await
             .map_err(|_| Rejection::Timeout(timeout.as_secs()))??;
+        // Read to its end: nothing is left to drain.
+        *body = None;
         check_body_hash(&verified, &hash)?;
         self.metrics
             .segment_bytes
@@ -523,7 +577,7 @@ fn multipart_response(transcoded: &Transcoded) -> Response {
 
 /// Reads the body up to `limit` bytes, hashing it on a blocking thread as the
 /// chunks arrive (one pass, off the executor).
-async fn read_and_hash(body: Body, limit: u64) -> Result<(Bytes, [u8; 32]), Rejection> {
+async fn read_and_hash(body: &mut Body, limit: u64) -> Result<(Bytes, [u8; 32]), Rejection> {
     let (chunks, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
     let hasher = tokio::task::spawn_blocking(move || {
         let mut hasher = Keccak256Hasher::new();
@@ -532,7 +586,6 @@ async fn read_and_hash(body: Body, limit: u64) -> Result<(Bytes, [u8; 32]), Reje
         }
         hasher.finalize()
     });
-    let mut body = body;
     let mut collected = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Rejection::BodyRead(e.to_string()))?;
