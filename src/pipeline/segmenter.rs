@@ -1,6 +1,7 @@
 //! Cuts a media file into MPEG-TS segments in memory by remuxing (no
 //! re-encode): a new segment starts at the first video keyframe at least
-//! `target` seconds after the current segment began. Timestamps are kept.
+//! `target` seconds, less a frame and a half, after the current segment
+//! began ([`should_cut`]). Timestamps are kept.
 
 use std::path::Path;
 
@@ -24,6 +25,20 @@ pub enum SegmentError {
     Input { path: String, reason: String },
     #[error("segmenting failed: {0}")]
     Mux(String),
+}
+
+/// How far before the target a keyframe may come and still start the next
+/// segment, in frames. Encoders and 90 kHz timestamps put a "2 s" keyframe a
+/// frame early as often as on time (a GOP counted from its first frame,
+/// rounding); skipping it would double the segment and the live latency.
+/// One and a half frames takes a keyframe one frame early and refuses one two
+/// frames early.
+pub const CUT_TOLERANCE_FRAMES: f64 = 1.5;
+
+/// Whether a keyframe `elapsed` seconds after the segment's start begins the
+/// next segment, for a `target` length and pictures `frame_seconds` apart.
+pub fn should_cut(elapsed: f64, target: f64, frame_seconds: f64) -> bool {
+    elapsed >= target - CUT_TOLERANCE_FRAMES * frame_seconds.max(0.0) - 1e-6
 }
 
 struct Open {
@@ -93,6 +108,11 @@ fn segment_input(
         .map(|s| (s.index(), s.parameters()))
         .collect();
     let video_time_base = video.time_base();
+    let frame_seconds = [video.avg_frame_rate(), video.rate()]
+        .into_iter()
+        .map(f64::from)
+        .find(|rate| rate.is_finite() && (1.0..=1000.0).contains(rate))
+        .map_or(1.0 / 30.0, |rate| 1.0 / rate);
     let picture = {
         let p = video.parameters();
         // The picture size is read through a (never opened) decoder context.
@@ -155,7 +175,10 @@ fn segment_input(
                 .unwrap_or(0.0);
             let cut = match &current {
                 None => packet.is_key(),
-                Some(open) => packet.is_key() && seconds - open.start >= target_seconds - 0.001,
+                Some(open) => {
+                    packet.is_key()
+                        && should_cut(seconds - open.start, target_seconds, frame_seconds)
+                }
             };
             if cut {
                 if let Some(open) = current.take() {
@@ -187,4 +210,70 @@ fn segment_input(
         return Err(input_error("no video keyframe to start a segment".into()));
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: f64 = 1.0 / 30.0;
+
+    #[test]
+    fn a_keyframe_one_frame_early_or_late_starts_the_next_segment() {
+        assert!(should_cut(2.0 - FRAME, 2.0, FRAME));
+        assert!(should_cut(2.0, 2.0, FRAME));
+        assert!(should_cut(2.0 + FRAME, 2.0, FRAME));
+        // Two frames early is a short GOP, not a 2 s one.
+        assert!(!should_cut(2.0 - 2.0 * FRAME, 2.0, FRAME));
+        assert!(!should_cut(1.0, 2.0, FRAME));
+    }
+
+    /// A clip whose keyframes are `offsets` (frames) from a 2 s GOP, cut at
+    /// 2 s: the segment lengths.
+    fn cut_clip(dir: &Path, name: &str, keyframes: &[u32], frames: u32) -> Vec<f64> {
+        let path = dir.join(name);
+        let forced: Vec<String> = keyframes.iter().map(|f| format!("eq(n,{f})")).collect();
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!(
+                "testsrc2=size=320x180:rate=30,trim=end_frame={frames}"
+            ))
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-x264-params"])
+            .arg("keyint=1000:min-keyint=1000:scenecut=0")
+            .args(["-force_key_frames"])
+            .arg(format!("expr:{}", forced.join("+")))
+            .args(["-f", "mpegts"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg CLI (run .ci/setup)");
+        assert!(status.success());
+        segment_file(&path, 2.0)
+            .unwrap()
+            .iter()
+            .map(|s| (s.seconds * 30.0).round() / 30.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_two_second_gop_gives_two_second_segments_a_frame_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        // Keyframes one frame early: 0, 59, 119 of 180 frames (the clip of
+        // the hardening issue: 0, 1.967, 3.967 s).
+        let early = cut_clip(dir.path(), "early.ts", &[0, 59, 119, 178], 180);
+        assert_eq!(early.len(), 4, "{early:?}");
+        assert!(
+            early[..3].iter().all(|s| (s - 59.0 / 30.0).abs() < 0.04),
+            "{early:?}"
+        );
+        // One frame late: 0, 61, 122.
+        let late = cut_clip(dir.path(), "late.ts", &[0, 61, 122], 180);
+        assert_eq!(late.len(), 3, "{late:?}");
+        assert!(
+            late[..2].iter().all(|s| (s - 61.0 / 30.0).abs() < 0.04),
+            "{late:?}"
+        );
+        // Two frames early is not taken: the next keyframe is.
+        let short = cut_clip(dir.path(), "short.ts", &[0, 58, 120], 180);
+        assert!((short[0] - 4.0).abs() < 0.04, "{short:?}");
+    }
 }
