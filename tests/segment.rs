@@ -417,3 +417,61 @@ async fn a_full_node_answers_busy_at_once_and_streams_are_limited_while_read() {
     assert_eq!(status, 200);
     node.stop().await;
 }
+
+/// Without `--expose-errors` no library's error text leaves the node (only
+/// lpgpu's stable codes and its own words); with it, the detail is there.
+#[tokio::test]
+async fn internal_error_text_leaves_the_node_only_with_expose_errors() {
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let garbage = Bytes::from(vec![0x47u8; 188 * 40]);
+    for expose in [false, true] {
+        let node = RunningNode::start_with(&world, "localhost", |c| c.expose_errors = expose).await;
+        let upload = Upload::new(&world, &node, job, 1, garbage.clone());
+
+        // A Credentials header that is base64 but not protobuf: prost's text.
+        let (status, _, body) = Upload {
+            credentials: Some("//79".into()),
+            ..upload.clone()
+        }
+        .send(&node)
+        .await;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status.as_u16(), json["error"].as_str()),
+            (400, Some("bad_credentials"))
+        );
+        let detail = json["detail"].as_str().unwrap();
+        if expose {
+            assert!(detail.contains("protobuf"), "{detail}");
+        } else {
+            assert_eq!(detail, "the Credentials header is malformed");
+        }
+
+        // An undecodable segment, in both answer forms: FFmpeg's verdict
+        // only with --expose-errors.
+        let (status, _, body) = upload.clone().multipart().send(&node).await;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status.as_u16(), json["error"].as_str()),
+            (422, Some("undecodable_segment"))
+        );
+        let detail = json["detail"].as_str().unwrap();
+        assert_eq!(detail == "the segment does not decode", !expose, "{detail}");
+        let (status, _, body) = upload.send(&node).await;
+        assert_eq!(status, 200);
+        let result = TranscodeResult::decode(body).unwrap();
+        let Some(transcode_result::Result::Error(text)) = result.result else {
+            panic!("not an error: {result:?}");
+        };
+        if expose {
+            assert!(
+                text.starts_with("undecodable_segment: ") && text.len() > 30,
+                "{text}"
+            );
+        } else {
+            assert_eq!(text, "undecodable_segment");
+        }
+        node.stop().await;
+    }
+}

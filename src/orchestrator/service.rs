@@ -52,10 +52,12 @@ impl OrchestratorService {
     fn chain_status(&self, job_id: u64, what: &str, error: ChainError) -> Status {
         tracing::error!(job_id, "GetTranscoder: reading {what} failed: {error}");
         self.count("chain_error");
+        // The chain client's own text (which may name the RPC endpoint)
+        // stays in the log.
         if error.is_retryable() {
-            Status::unavailable(format!("chain unavailable: {error}"))
+            Status::unavailable("the chain cannot be read right now")
         } else {
-            Status::internal(format!("chain error: {error}"))
+            Status::internal("reading the chain failed")
         }
     }
 

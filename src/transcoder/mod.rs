@@ -255,11 +255,10 @@ async fn get_stream(
 
 impl Transcoder {
     fn rejection_response(&self, rejection: &Rejection) -> Response {
-        let internal = matches!(rejection, Rejection::ChainUnavailable(_));
-        let detail = if internal && !self.config.expose_errors {
-            "the chain cannot be read right now".to_string()
-        } else {
+        let detail = if self.config.expose_errors {
             rejection.to_string()
+        } else {
+            rejection.public_detail()
         };
         let mut response = json_error(rejection.status(), rejection.code(), &detail);
         if rejection.status() == StatusCode::SERVICE_UNAVAILABLE {

@@ -60,6 +60,33 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The `detail` a client sees without `--expose-errors`: lpgpu's own
+    /// words and the request's own values, never the text of a library
+    /// error (a protobuf decoder's, hyper's, the chain client's).
+    pub fn public_detail(&self) -> String {
+        use Rejection::*;
+        match self {
+            MalformedCredentials(_) => "the Credentials header is malformed".into(),
+            BadCredentials(_) => {
+                "the credentials are not signed by this transcoder's orchestrator".into()
+            }
+            UnusableJob { job, .. } => format!("job {job} cannot be transcoded"),
+            MalformedSegmentHeader(_) => "the Livepeer-Segment header is malformed".into(),
+            BadSegmentSignature(_) => "the segment is not signed by the job's broadcaster".into(),
+            BodyRead(_) => "the request body could not be read".into(),
+            ChainUnavailable(_) => "the chain cannot be read right now".into(),
+            MissingHeader(_)
+            | BadAuthType
+            | JobNotFound(_)
+            | JobExpired { .. }
+            | UnsupportedMedia(_)
+            | BodyTooLarge { .. }
+            | HashMismatch
+            | Timeout(_)
+            | Busy(_) => self.to_string(),
+        }
+    }
+
     /// The stable error code of the JSON body.
     pub fn code(&self) -> &'static str {
         use Rejection::*;
