@@ -119,7 +119,9 @@ async fn the_protocol_end_to_end_on_anvil() {
     let mut anvil = Anvil::start();
     let orchestrator = PrivateKey::from_hex(DEPLOYER).unwrap();
     let broadcaster = PrivateKey::from_hex(BROADCASTER).unwrap();
-    let spec = Ethereum::deploy(&anvil.url, &orchestrator).await.unwrap();
+    let spec = Ethereum::deploy(&anvil.url, &orchestrator, &Default::default())
+        .await
+        .unwrap();
     assert!(spec.jobs.is_some() && spec.registry.is_some());
     let chain =
         Arc::new(Ethereum::new(EthSpec::parse(&spec.render()["eth:".len()..]).unwrap()).unwrap());
@@ -314,4 +316,136 @@ fn the_chain_commands_work_on_eth_as_on_the_ledger() {
         shown["endBlock"].as_u64().unwrap(),
     );
     assert_eq!(end + 1, creation + 100);
+}
+
+/// A TLS terminator in front of anvil, with a certificate for `localhost`
+/// issued by a CA of the test's own: what hosted Ethereum providers look
+/// like to lpgpu (HTTPS), with a private CA lpgpu must be told about.
+struct TlsTerminator {
+    port: u16,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsTerminator {
+    async fn start(anvil_url: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lpgpu test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        lpgpu::tls::install_crypto_provider();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone(), ca.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let backend = anvil_url.strip_prefix("http://").unwrap().to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+        Self {
+            port,
+            ca_pem: ca.pem(),
+            task,
+        }
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_json_rpc_endpoint_is_trusted_through_the_system_roots_or_rpc_ca() {
+    let anvil = Anvil::start();
+    let terminator = TlsTerminator::start(&anvil.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &terminator.ca_pem).unwrap();
+    let https = format!("https://localhost:{}", terminator.port);
+    let tls = lpgpu::chain::RpcTls::with_ca_file(&ca_file).unwrap();
+    let deployer = PrivateKey::from_hex(DEPLOYER).unwrap();
+
+    // With the CA: deploy, create a job, read it back, all over HTTPS.
+    let spec = Ethereum::deploy(&https, &deployer, &tls).await.unwrap();
+    assert!(spec.url.starts_with("https://"));
+    let chain = Ethereum::with_tls(spec.clone(), &tls).unwrap();
+    let job = chain
+        .create_job(
+            &PrivateKey::from_hex(BROADCASTER).unwrap(),
+            NewJob {
+                stream_id: ManifestId::random()
+                    .stream_id(&Profile::by_name("P720p30fps16x9").unwrap()),
+                transcoding_options: encode_transcoding_options(
+                    &parse_profile_list("P240p30fps16x9").unwrap(),
+                ),
+                transcoder: deployer.address(),
+                blocks: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(chain.job(job).await.unwrap().is_some());
+
+    // Through the binary: `--rpc-ca` is a flag of every command with --chain.
+    let show = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args(["job", "show", "--chain", &spec.render(), &job.to_string()])
+            .args(extra)
+            .env_remove("LPGPU_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let trusted = show(&["--rpc-ca", ca_file.to_str().unwrap()]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("P240p30fps16x9"));
+    // Without the CA the system's roots do not know it: a clear error.
+    let untrusted = show(&[]);
+    assert!(!untrusted.status.success());
+    let error = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("issuer"),
+        "{error}"
+    );
+    // A file that holds no certificate is refused before anything is dialled.
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let refused = show(&["--rpc-ca", bogus.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rpc-ca"));
 }

@@ -54,9 +54,9 @@ impl EthSpec {
         let parsed: http::Uri = url
             .parse()
             .map_err(|_| invalid("not an http://HOST:PORT URL".into()))?;
-        if parsed.scheme_str() != Some("http") || parsed.authority().is_none() {
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.authority().is_none() {
             return Err(invalid(
-                "lpgpu speaks to JSON-RPC nodes over http://HOST:PORT".into(),
+                "lpgpu speaks to JSON-RPC nodes over http(s)://HOST[:PORT]".into(),
             ));
         }
         let mut spec = EthSpec {
@@ -125,10 +125,46 @@ async fn rpc<T, E: std::fmt::Display>(
     }
 }
 
+/// How an `https://` JSON-RPC endpoint's certificate is checked: against the
+/// system's roots (rustls-platform-verifier), plus any CA given with
+/// `--rpc-ca` (a private CA, or a test's).
+#[derive(Debug, Clone, Default)]
+pub struct RpcTls {
+    extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl RpcTls {
+    /// Trust the certificates of a PEM file as well.
+    pub fn with_ca_file(path: &std::path::Path) -> Result<Self, ChainError> {
+        let invalid =
+            |why: String| ChainError::Invalid(format!("--rpc-ca {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+        let extra_roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+        if extra_roots.is_empty() {
+            return Err(invalid("no PEM certificate in the file".into()));
+        }
+        Ok(Self { extra_roots })
+    }
+
+    /// The HTTP client of every JSON-RPC call (HTTPS through rustls/ring).
+    fn client(&self) -> Result<reqwest::Client, ChainError> {
+        // reqwest's rustls needs ring installed as the process's provider
+        // before a client is built.
+        crate::tls::install_crypto_provider();
+        reqwest::Client::builder()
+            .tls_certs_merge(self.extra_roots.clone())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ChainError::Invalid(format!("the JSON-RPC client: {e}")))
+    }
+}
+
 /// An Ethereum node and the two contracts.
 #[derive(Debug)]
 pub struct Ethereum {
     spec: EthSpec,
+    http: reqwest::Client,
     provider: DynProvider,
     jobs: Mutex<HashMap<u64, (Instant, Option<Job>)>>,
     block: Mutex<Option<(Instant, u64)>>,
@@ -136,16 +172,22 @@ pub struct Ethereum {
 
 impl Ethereum {
     pub fn new(spec: EthSpec) -> Result<Self, ChainError> {
-        // alloy's HTTP transport is reqwest over rustls: ring must be the
-        // process's provider before a client is built.
-        crate::tls::install_crypto_provider();
+        Self::with_tls(spec, &RpcTls::default())
+    }
+
+    /// Connects to `spec`'s node, checking an HTTPS endpoint with `tls`.
+    pub fn with_tls(spec: EthSpec, tls: &RpcTls) -> Result<Self, ChainError> {
+        let http = tls.client()?;
         let url = spec
             .url
             .parse()
             .map_err(|e| ChainError::Invalid(format!("{}: {e}", spec.url)))?;
-        let provider = ProviderBuilder::new().connect_http(url).erased();
+        let provider = ProviderBuilder::new()
+            .connect_reqwest(http.clone(), url)
+            .erased();
         Ok(Self {
             spec,
+            http,
             provider,
             jobs: Mutex::default(),
             block: Mutex::default(),
@@ -169,7 +211,6 @@ impl Ethereum {
 
     /// A provider that signs transactions with `key`.
     fn signing(&self, key: &PrivateKey) -> Result<DynProvider, ChainError> {
-        crate::tls::install_crypto_provider();
         let signer = PrivateKeySigner::from_slice(key.secret_bytes().as_slice())
             .map_err(|e| ChainError::Invalid(format!("the key cannot sign: {e}")))?;
         let url = self
@@ -179,18 +220,21 @@ impl Ethereum {
             .map_err(|e| ChainError::Invalid(format!("{}: {e}", self.spec.url)))?;
         Ok(ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer))
-            .connect_http(url)
+            .connect_reqwest(self.http.clone(), url)
             .erased())
     }
 
     /// Deploys the development contracts from `key`'s account; returns the
     /// spec that names them.
-    pub async fn deploy(url: &str, key: &PrivateKey) -> Result<EthSpec, ChainError> {
-        let chain = Ethereum::new(EthSpec {
-            url: url.to_string(),
-            jobs: None,
-            registry: None,
-        })?;
+    pub async fn deploy(url: &str, key: &PrivateKey, tls: &RpcTls) -> Result<EthSpec, ChainError> {
+        let chain = Ethereum::with_tls(
+            EthSpec {
+                url: url.to_string(),
+                jobs: None,
+                registry: None,
+            },
+            tls,
+        )?;
         let provider = chain.signing(key)?;
         let jobs = rpc(
             "deploying JobsManager",
@@ -323,8 +367,12 @@ mod tests {
                 .jobs
                 .is_none()
         );
+        assert_eq!(
+            EthSpec::parse("https://rpc.example").unwrap().url,
+            "https://rpc.example"
+        );
         for bad in [
-            "https://x:1",
+            "ftp://x:1",
             "127.0.0.1:8545",
             "http://x:1?jobs=0x12",
             "http://x:1?what=0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::eth::{Address, PrivateKey};
 use crate::protocol::{Profile, ProfileError, parse_transcoding_options};
 
-pub use ethereum::{EthSpec, Ethereum};
+pub use ethereum::{EthSpec, Ethereum, RpcTls};
 pub use ledger::{DEFAULT_BLOCK_SECONDS, Ledger};
 
 /// A transcoding job as the chain records it (`getJob(uint256)`'s fields that
@@ -98,7 +98,7 @@ pub trait ChainAdmin: Chain {
     async fn set_service_uri(&self, key: &PrivateKey, uri: &str) -> Result<(), ChainError>;
 }
 
-/// A `--chain` value: `ledger:PATH` or `eth:http://HOST:PORT?jobs=0x…&registry=0x…`.
+/// A `--chain` value: `ledger:PATH` or `eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainSpec {
     Ledger(PathBuf),
@@ -135,9 +135,16 @@ impl fmt::Display for ChainSpec {
 impl ChainSpec {
     /// Opens the backend this spec names.
     pub fn open(&self) -> Result<Arc<dyn ChainAdmin>, ChainError> {
+        self.open_with(&RpcTls::default())
+    }
+
+    /// Opens the backend, checking an `https://` JSON-RPC endpoint with `tls`.
+    pub fn open_with(&self, tls: &RpcTls) -> Result<Arc<dyn ChainAdmin>, ChainError> {
         match self {
             ChainSpec::Ledger(path) => Ok(Arc::new(Ledger::open(path.clone()))),
-            ChainSpec::Ethereum(rest) => Ok(Arc::new(Ethereum::new(EthSpec::parse(rest)?)?)),
+            ChainSpec::Ethereum(rest) => {
+                Ok(Arc::new(Ethereum::with_tls(EthSpec::parse(rest)?, tls)?))
+            }
         }
     }
 }

@@ -105,7 +105,7 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
         _ => bail!("give --orchestrator https://HOST:PORT or --orchestrator-address 0x…"),
     };
     let key = Arc::new(args.keystore.unlock()?);
-    let chain = args.chain.chain.open()?;
+    let chain = args.chain.open()?;
     let live = args.input.as_os_str() == "-";
     let is_playlist = args
         .input

@@ -114,7 +114,9 @@ pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
                 password_file: args.password_file.clone(),
             }
             .unlock()?;
-            let deployed = runtime()?.block_on(crate::chain::Ethereum::deploy(&spec.url, &key))?;
+            let tls = args.chain.rpc_tls()?;
+            let deployed =
+                runtime()?.block_on(crate::chain::Ethereum::deploy(&spec.url, &key, &tls))?;
             tracing::info!(deployer = %key.address(), "development contracts deployed");
             println!("{}", deployed.render());
             Ok(())
@@ -127,7 +129,7 @@ pub(crate) fn run_job(command: JobCommand) -> Result<()> {
         JobCommand::New(args) => {
             let profiles = parse_profile_list(&args.profiles)?;
             let key = args.keystore.unlock()?;
-            let chain = args.chain.chain.open()?;
+            let chain = args.chain.open()?;
             let job = NewJob {
                 stream_id: ManifestId::random().stream_id(&args.source_profile),
                 transcoding_options: encode_transcoding_options(&profiles),
@@ -140,7 +142,7 @@ pub(crate) fn run_job(command: JobCommand) -> Result<()> {
             Ok(())
         }
         JobCommand::Show(args) => {
-            let chain = args.chain.chain.open()?;
+            let chain = args.chain.open()?;
             let job = runtime()?
                 .block_on(chain.job(args.id))?
                 .with_context(|| format!("job {} not found on {}", args.id, args.chain.chain))?;
@@ -165,13 +167,13 @@ pub(crate) fn run_registry(command: RegistryCommand) -> Result<()> {
     match command {
         RegistryCommand::Set(args) => {
             let key = args.keystore.unlock()?;
-            let chain = args.chain.chain.open()?;
+            let chain = args.chain.open()?;
             runtime()?.block_on(chain.set_service_uri(&key, &args.uri))?;
             tracing::info!(address = %key.address(), uri = %args.uri, "service URI registered");
             Ok(())
         }
         RegistryCommand::Get(args) => {
-            let chain = args.chain.chain.open()?;
+            let chain = args.chain.open()?;
             let uri = runtime()?
                 .block_on(chain.service_uri(args.address))?
                 .with_context(|| format!("{} has registered no service URI", args.address))?;

@@ -125,16 +125,34 @@ impl KeystoreArgs {
     }
 }
 
-/// `--chain SPEC`.
+/// `--chain SPEC` and how an HTTPS JSON-RPC endpoint is trusted.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ChainArgs {
-    /// ledger:PATH (embedded) or eth:http://HOST:PORT?jobs=0x…&registry=0x…
+    /// ledger:PATH (embedded) or eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…
     #[arg(
         long,
         value_name = "SPEC",
         default_value = "ledger:./lpgpu-ledger.json"
     )]
     chain: ChainSpec,
+    /// A PEM file of CA certificates to trust for an https eth: endpoint,
+    /// beside the system's roots.
+    #[arg(long, value_name = "FILE")]
+    rpc_ca: Option<PathBuf>,
+}
+
+impl ChainArgs {
+    fn rpc_tls(&self) -> Result<crate::chain::RpcTls> {
+        Ok(match &self.rpc_ca {
+            Some(path) => crate::chain::RpcTls::with_ca_file(path)?,
+            None => crate::chain::RpcTls::default(),
+        })
+    }
+
+    /// Opens the chain `--chain` names.
+    fn open(&self) -> Result<std::sync::Arc<dyn crate::chain::ChainAdmin>> {
+        Ok(self.chain.open_with(&self.rpc_tls()?)?)
+    }
 }
 
 /// Adds `LPGPU_<FLAG>` as the environment variable of every long flag, at every

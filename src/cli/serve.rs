@@ -454,7 +454,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
     // Everything that can be wrong is checked before a port is bound.
     let cert = SelfSignedCert::generate(&listen.hostname)?;
     let tls = cert.server_config()?;
-    let chain = listen.chain.chain.open()?;
+    let chain = listen.chain.open()?;
     let backend = match &role {
         Role::Node { segments, .. } | Role::Transcoder { segments, .. } => {
             Some(segments.slots.pipeline.backend()?)
