@@ -21,7 +21,7 @@ use tokio::sync::RwLock;
 
 use crate::chain::{Chain, ChainError, Job};
 use crate::eth::{Address, PrivateKey, keccak256};
-use crate::pipeline::ladder::fit_in_box;
+use crate::pipeline::ladder::output_size;
 use crate::pipeline::segmenter::Segment;
 use crate::proto::{TranscoderInfo, TranscoderRequest};
 use crate::protocol::{ManifestId, Profile, SegmentHeader, encode_segment_header};
@@ -378,17 +378,20 @@ fn retry_after(headers: &http::HeaderMap) -> Duration {
     Duration::from_secs(seconds.clamp(1, 30))
 }
 
+/// Writes a file whole or not at all: into a temporary beside it, then
+/// renamed over it, so a reader (a player, a full disk) never sees half a
+/// playlist; a failed write leaves the old file and removes the temporary.
 async fn write_file(path: PathBuf, data: impl AsRef<[u8]>) -> Result<(), BroadcastError> {
     let temporary = path.with_extension("tmp");
-    tokio::fs::write(&temporary, data)
-        .await
-        .map_err(|source| BroadcastError::Write {
-            path: temporary.clone(),
-            source,
-        })?;
-    tokio::fs::rename(&temporary, &path)
-        .await
-        .map_err(|source| BroadcastError::Write { path, source })
+    if let Err(source) = tokio::fs::write(&temporary, data).await {
+        let _ = tokio::fs::remove_file(&temporary).await;
+        return Err(BroadcastError::Write { path, source });
+    }
+    if let Err(source) = tokio::fs::rename(&temporary, &path).await {
+        let _ = tokio::fs::remove_file(&temporary).await;
+        return Err(BroadcastError::Write { path, source });
+    }
+    Ok(())
 }
 
 /// The HLS ladder being written, and the tally.
@@ -416,7 +419,7 @@ impl Ladder<'_> {
             .profiles
             .iter()
             .map(|p| {
-                let (width, height) = fit_in_box(w, h, sar, p.width, p.height);
+                let (width, height) = output_size(w, h, sar, p.width, p.height);
                 let bandwidth = p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
                 let stream_id = self.broadcaster.rendition_stream_id(p);
                 Variant {
