@@ -557,9 +557,14 @@ impl RungEncoder {
         let started = std::time::Instant::now();
         let pts = self.clock.stamp(pts);
         picture.set_pts(Some(pts));
-        if self.frames == 0 {
-            picture.set_kind(picture::Type::I);
-        }
+        // The first picture opens the rendition with a keyframe; after it the
+        // encoder's GOP decides. A decoded picture carries its source's type,
+        // and x264 honours it: an all-intra source would stay all-intra.
+        picture.set_kind(if self.frames == 0 {
+            picture::Type::I
+        } else {
+            picture::Type::None
+        });
         self.frames += 1;
         self.encoder
             .send_frame(picture)

@@ -70,6 +70,8 @@ pub fn make_test_clip(seconds: u32, width: u32, height: u32) -> Result<Bytes, Tr
     video.set_gop(60);
     let mut options = Dictionary::new();
     options.set("preset", "veryfast");
+    // A fixed GOP: scene-cut detection would take the noise for cuts.
+    options.set("x264-params", "scenecut=0");
     let mut video = video
         .open_with(options)
         .map_err(failed("opening libx264"))?;
@@ -82,6 +84,9 @@ pub fn make_test_clip(seconds: u32, width: u32, height: u32) -> Result<Bytes, Tr
         .frame(&mut picture)
         .is_ok()
     {
+        // lavfi's sources mark every picture as an I frame, and x264 obeys:
+        // clear it so the GOP (60, 2 s) decides, as a live encoder's would.
+        picture.set_kind(ffmpeg::picture::Type::None);
         video
             .send_frame(&picture)
             .map_err(failed("encoding video"))?;
