@@ -7,6 +7,7 @@
 pub mod capabilities;
 mod headers;
 mod profiles;
+pub mod results;
 mod stream_id;
 
 pub use headers::{
