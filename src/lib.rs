@@ -42,9 +42,11 @@ pub mod eth;
 pub mod metrics;
 pub mod orchestrator;
 pub mod pipeline;
+pub mod pool;
 pub mod proto;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod transcoder;
 

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub gpu_utilization: GaugeVec,
     /// The remote-transcoder mode's own (`lpgpu transcoder --orch-addr`).
     pub remote: RemoteMetrics,
+    /// The orchestrator's pool of transcoders.
+    pub pool: PoolMetrics,
     realtime_ratio: Gauge,
     /// (when, seconds of source video) of segments transcoded in the window.
     transcoded: Arc<Mutex<VecDeque<(Instant, f64)>>>,
@@ -116,6 +118,92 @@ impl RemoteMetrics {
                 r,
                 "lpgpu_remote_teardowns_total",
                 "Session teardown notifications received.",
+            ),
+        }
+    }
+}
+
+/// Metrics of the orchestrator's pool of transcoders (`--orch-secret`).
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// Registrations accepted.
+    pub registrations: IntCounter,
+    /// Registrations refused, by reason (secret, capacity).
+    pub refused: IntCounterVec,
+    /// Remote members registered now.
+    pub members: IntGauge,
+    /// Streams each member takes (label: member; `local` is the node's own).
+    pub capacity: IntGaugeVec,
+    /// Streams pinned on each member now.
+    pub load: IntGaugeVec,
+    /// Attempts by result: ok, input_error, member_error, disconnected, late.
+    pub tasks: IntCounterVec,
+    /// Segments retried on another member.
+    pub retries: IntCounter,
+    /// Members evicted, by reason: disconnected, late, shutdown.
+    pub evictions: IntCounterVec,
+    /// Seconds from placing a segment to holding its renditions.
+    pub relay_seconds: Histogram,
+}
+
+impl PoolMetrics {
+    fn register(r: &mut Registrar) -> Self {
+        let gauge_vec = |r: &mut Registrar, name: &'static str, help: &str| {
+            r.add(
+                name,
+                IntGaugeVec::new(Opts::new(name, help), &["member"]).expect("valid metric"),
+            )
+        };
+        Self {
+            registrations: r.add(
+                "lpgpu_pool_registrations_total",
+                IntCounter::new(
+                    "lpgpu_pool_registrations_total",
+                    "Transcoder registrations accepted.",
+                )
+                .expect("valid metric"),
+            ),
+            refused: r.counter(
+                "lpgpu_pool_registrations_refused_total",
+                "Transcoder registrations refused, by reason (secret, capacity).",
+                &["reason"],
+            ),
+            members: r.add(
+                "lpgpu_pool_members",
+                IntGauge::new("lpgpu_pool_members", "Remote transcoders registered now.")
+                    .expect("valid metric"),
+            ),
+            capacity: gauge_vec(
+                r,
+                "lpgpu_pool_member_capacity",
+                "Streams a pool member takes (member=local is the node's own backend).",
+            ),
+            load: gauge_vec(r, "lpgpu_pool_member_load", "Streams pinned on a pool member now."),
+            tasks: r.counter(
+                "lpgpu_pool_tasks_total",
+                "Segment attempts on pool members by result (ok, input_error, member_error, disconnected, late).",
+                &["result"],
+            ),
+            retries: r.add(
+                "lpgpu_pool_retries_total",
+                IntCounter::new(
+                    "lpgpu_pool_retries_total",
+                    "Segments retried on another pool member.",
+                )
+                .expect("valid metric"),
+            ),
+            evictions: r.counter(
+                "lpgpu_pool_evictions_total",
+                "Pool members evicted, by reason (disconnected, late, shutdown).",
+                &["reason"],
+            ),
+            relay_seconds: r.add(
+                "lpgpu_pool_relay_seconds",
+                Histogram::with_opts(Registrar::histogram_opts(
+                    "lpgpu_pool_relay_seconds",
+                    "Seconds from placing a segment on a member to holding its renditions.",
+                ))
+                .expect("valid metric"),
             ),
         }
     }
@@ -271,9 +359,11 @@ impl Metrics {
             .expect("valid metric"),
         );
         let remote = RemoteMetrics::register(&mut r);
+        let pool = PoolMetrics::register(&mut r);
         Self {
             registry: r.registry,
             remote,
+            pool,
             segments,
             segment_seconds,
             transcode_seconds,

@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::orchestrator::OrchestratorService;
+use crate::proto::orchestrator_server::OrchestratorServer;
+use crate::proto::transcoder_server::TranscoderServer;
 pub use crate::transcoder::Readiness;
 use crate::transcoder::Transcoder;
 
@@ -26,6 +28,9 @@ use crate::transcoder::Transcoder;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 PINGs to every client connection, and how long an answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The node's routers: gRPC and plain HTTP.
 #[derive(Debug, Clone)]
@@ -37,16 +42,28 @@ pub struct NodeRoutes {
 impl NodeRoutes {
     /// The orchestrator's gRPC service (when given) and the HTTP routes;
     /// `/segment` only when this process transcodes.
+    ///
+    /// On an orchestrator, `/net.Transcoder/RegisterTranscoder` is always
+    /// served: by the pool when there is one (`--orch-secret`), else with
+    /// UNIMPLEMENTED and how to enable it; the pool's `/stream/…/….tempfile`
+    /// and `/transcodeResults` come with the pool.
     pub fn new(
         orchestrator: Option<OrchestratorService>,
         transcoder: Option<Arc<Transcoder>>,
     ) -> Self {
-        Self {
-            grpc: orchestrator
-                .map(OrchestratorService::into_router)
-                .unwrap_or_default(),
-            http: crate::transcoder::http_router(transcoder),
+        let pool = transcoder.as_ref().and_then(|t| t.pool().cloned());
+        let mut grpc = Router::new();
+        let mut http = crate::transcoder::http_router(transcoder);
+        if let Some(orchestrator) = orchestrator {
+            let registration = crate::pool::service::RegistrationService::new(pool.clone());
+            grpc = tonic::service::Routes::new(OrchestratorServer::new(orchestrator))
+                .add_service(TranscoderServer::new(registration))
+                .into_axum_router();
         }
+        if let Some(pool) = pool {
+            http = http.merge(crate::pool::http::router(pool));
+        }
+        Self { grpc, http }
     }
 }
 
@@ -77,7 +94,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A member of the pool that vanished (power cut, cable) sends no FIN: the
+    // server's own HTTP/2 pings find it within half a minute.
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let service = tower::service_fn(move |request: Request<Incoming>| {
         let router = if is_grpc(&request) {
             routes.grpc.clone()
@@ -123,6 +147,15 @@ pub async fn serve(
                     return;
                 }
             };
+            // tonic's `remote_addr()` reads the peer from here.
+            let connected = tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer),
+            };
+            let service = tower::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(connected.clone());
+                service.clone().oneshot(request)
+            });
             let connection =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             if let Err(error) = watcher.watch(connection.into_owned()).await {

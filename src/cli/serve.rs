@@ -15,6 +15,7 @@ use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::orchestrator::OrchestratorService;
+use crate::pool::{LocalMember, Pool, PoolConfig};
 use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION, Version};
 use crate::server::{NodeRoutes, Readiness, serve, serve_metrics, service_uri, shutdown_signal};
 use crate::tls::SelfSignedCert;
@@ -83,12 +84,25 @@ pub(crate) struct NodeArgs {
     #[command(flatten)]
     keystore: KeystoreArgs,
     /// Transcoder URI to hand out instead of this node's own https://HOSTNAME:PORT.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", conflicts_with = "orch_secret")]
     transcoder_uri: Option<String>,
+    #[command(flatten)]
+    pool: PoolArgs,
     #[command(flatten)]
     uploads: UploadArgs,
     #[command(flatten)]
     slots: SlotArgs,
+}
+
+/// A pool of remote transcoders (go-livepeer's `-orchSecret` on an orchestrator).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Pool of remote transcoders")]
+pub(crate) struct PoolArgs {
+    /// Accept transcoders (`lpgpu transcoder --orch-addr`, `livepeer
+    /// -transcoder`) that register with this secret, or the first line of
+    /// this file, and serve segments through them.
+    #[arg(long, value_name = "SECRET|FILE", hide_env_values = true)]
+    orch_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -97,9 +111,19 @@ pub(crate) struct OrchestratorArgs {
     listen: ListenArgs,
     #[command(flatten)]
     keystore: KeystoreArgs,
-    /// Where broadcasters send segments: the transcoder's https://HOST:PORT.
-    #[arg(long, value_name = "URI")]
-    transcoder_uri: String,
+    /// Where broadcasters send segments: the transcoder's https://HOST:PORT
+    /// (with --orch-secret: this orchestrator, which relays to its pool).
+    #[arg(
+        long,
+        value_name = "URI",
+        required_unless_present = "orch_secret",
+        conflicts_with = "orch_secret"
+    )]
+    transcoder_uri: Option<String>,
+    #[command(flatten)]
+    pool: PoolArgs,
+    #[command(flatten)]
+    uploads: UploadArgs,
 }
 
 /// `lpgpu transcoder`: listen mode (v2) or dial-out mode (`--orch-addr`).
@@ -202,11 +226,15 @@ enum Role {
     Node {
         key: Arc<PrivateKey>,
         transcoder_uri: Option<String>,
+        pool_secret: Option<zeroize::Zeroizing<String>>,
         segments: Serving,
     },
     Orchestrator {
         key: Arc<PrivateKey>,
-        transcoder_uri: String,
+        /// None: this orchestrator's pool serves the segments.
+        transcoder_uri: Option<String>,
+        pool_secret: Option<zeroize::Zeroizing<String>>,
+        uploads: UploadArgs,
     },
     Transcoder {
         orchestrator: Address,
@@ -231,12 +259,19 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
         .as_deref()
         .map(validate_service_uri)
         .transpose()?;
+    let pool_secret = args
+        .pool
+        .orch_secret
+        .as_deref()
+        .map(read_secret)
+        .transpose()?;
     let key = Arc::new(args.keystore.unlock()?);
     run(
         args.listen,
         Role::Node {
             key,
             transcoder_uri,
+            pool_secret,
             segments: Serving {
                 uploads: args.uploads,
                 slots: args.slots,
@@ -246,13 +281,25 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
 }
 
 pub(crate) fn run_orchestrator(args: OrchestratorArgs) -> Result<()> {
-    let transcoder_uri = validate_service_uri(&args.transcoder_uri)?;
+    let transcoder_uri = args
+        .transcoder_uri
+        .as_deref()
+        .map(validate_service_uri)
+        .transpose()?;
+    let pool_secret = args
+        .pool
+        .orch_secret
+        .as_deref()
+        .map(read_secret)
+        .transpose()?;
     let key = Arc::new(args.keystore.unlock()?);
     run(
         args.listen,
         Role::Orchestrator {
             key,
             transcoder_uri,
+            pool_secret,
+            uploads: args.uploads,
         },
     )
 }
@@ -450,6 +497,55 @@ fn transcoder_config(
     })
 }
 
+/// How long a pool's tasks in flight get to finish at shutdown.
+const POOL_DRAIN: Duration = Duration::from_secs(10);
+
+fn pool_config(
+    secret: zeroize::Zeroizing<String>,
+    own_uri: &str,
+    key: &PrivateKey,
+    config: &TranscoderConfig,
+) -> PoolConfig {
+    PoolConfig {
+        secret,
+        service_uri: own_uri.to_string(),
+        orch_id: key.address().to_string(),
+        segments: config.store,
+        upload_timeout: config.request_timeout,
+    }
+}
+
+/// An orchestrator that serves `/segment` through its pool alone: the
+/// upload limits, its key signing the answers.
+fn pool_transcoder_config(
+    uploads: &UploadArgs,
+    key: &Arc<PrivateKey>,
+    service_uri: String,
+) -> Result<TranscoderConfig> {
+    anyhow::ensure!(
+        uploads.max_segment_bytes >= 1,
+        "--max-segment-bytes must be at least 1"
+    );
+    anyhow::ensure!(
+        uploads.request_timeout_seconds >= 1,
+        "--request-timeout-seconds must be at least 1"
+    );
+    Ok(TranscoderConfig {
+        orchestrator: key.address(),
+        service_uri,
+        signer: Some(key.clone()),
+        max_segment_bytes: uploads.max_segment_bytes,
+        max_sessions: 0,
+        request_timeout: Duration::from_secs(uploads.request_timeout_seconds),
+        transcode_timeout: Duration::from_secs(60),
+        expose_errors: false,
+        store: StoreLimits {
+            max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
+            retention: Duration::from_secs(uploads.stream_retention_seconds),
+        },
+    })
+}
+
 fn run(listen: ListenArgs, role: Role) -> Result<()> {
     // Everything that can be wrong is checked before a port is bound.
     let cert = SelfSignedCert::generate(&listen.hostname)?;
@@ -478,20 +574,47 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         }
         let chain_reader: Arc<dyn crate::chain::Chain> = chain.clone();
         let (orchestrator, transcoder) = match role {
-            Role::Node { key, transcoder_uri, segments } => {
+            Role::Node { key, transcoder_uri, pool_secret, segments } => {
                 let handed_out = transcoder_uri.unwrap_or_else(|| own_uri.clone());
                 let backend = backend.expect("nodes transcode");
                 let config = transcoder_config(&segments, key.address(), Some(key.clone()), own_uri.clone(),
                     backend.capacity())?;
                 tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out, backend = backend.name(),
-                    max_sessions = config.max_sessions, "node identity");
-                let transcoder = Transcoder::new(config, chain_reader.clone(), backend, metrics.clone());
+                    max_sessions = config.max_sessions, pool = pool_secret.is_some(), "node identity");
+                let transcoder = match pool_secret {
+                    None => Transcoder::new(config, chain_reader.clone(), backend, metrics.clone()),
+                    Some(secret) => {
+                        let local = LocalMember {
+                            backend,
+                            capacity: config.max_sessions,
+                            transcode_timeout: config.transcode_timeout,
+                        };
+                        let pool = Pool::new(
+                            pool_config(secret, &own_uri, &key, &config),
+                            Some(local),
+                            metrics.clone(),
+                        );
+                        pool.start_sweeper();
+                        Transcoder::with_pool(config, chain_reader.clone(), pool, metrics.clone())
+                    }
+                };
                 let orchestrator = OrchestratorService::new(key, chain_reader, &handed_out, metrics.clone());
                 (Some(orchestrator), Some(Arc::new(transcoder)))
             }
-            Role::Orchestrator { key, transcoder_uri } => {
-                tracing::info!(orchestrator = %key.address(), %transcoder_uri, "orchestrator identity");
-                (Some(OrchestratorService::new(key, chain_reader, &transcoder_uri, metrics.clone())), None)
+            Role::Orchestrator { key, transcoder_uri, pool_secret, uploads } => {
+                let handed_out = transcoder_uri.clone().unwrap_or_else(|| own_uri.clone());
+                tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out,
+                    pool = pool_secret.is_some(), "orchestrator identity");
+                let transcoder = match pool_secret {
+                    None => None,
+                    Some(secret) => {
+                        let config = pool_transcoder_config(&uploads, &key, own_uri.clone())?;
+                        let pool = Pool::new(pool_config(secret, &own_uri, &key, &config), None, metrics.clone());
+                        pool.start_sweeper();
+                        Some(Arc::new(Transcoder::with_pool(config, chain_reader.clone(), pool, metrics.clone())))
+                    }
+                };
+                (Some(OrchestratorService::new(key, chain_reader, &handed_out, metrics.clone())), transcoder)
             }
             Role::Transcoder { orchestrator, signer, segments } => {
                 let backend = backend.expect("transcoders transcode");
@@ -510,6 +633,10 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
             shutdown_signal().await;
             if let Some(transcoder) = draining {
                 transcoder.start_draining();
+                if let Some(pool) = transcoder.pool() {
+                    // Members' streams end (else they would hold the drain).
+                    pool.close_when_idle(POOL_DRAIN).await;
+                }
             }
             let _ = stop.send(true);
         });

@@ -180,6 +180,39 @@ pub(super) struct AudioTrack {
     pub packets: Vec<Packet>,
 }
 
+/// What a segment is, read from its container without decoding a picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentFacts {
+    /// Seconds of media (the container's estimate; 0 when it has none).
+    pub seconds: f64,
+    pub width: u32,
+    pub height: u32,
+    pub sample_aspect: Rational,
+}
+
+/// Reads a segment's duration and picture size from its headers and
+/// timestamps (no decoding: a millisecond or so for a 2 s segment).
+pub fn probe_segment(segment: Bytes) -> Result<SegmentFacts, TranscodeError> {
+    init_ffmpeg();
+    let source = SourceSegment::open(segment)?;
+    let duration = source.input.duration();
+    let seconds = if duration > 0 {
+        duration as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)
+    } else {
+        0.0
+    };
+    let decoder = codec::context::Context::from_parameters(source.parameters.clone())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| TranscodeError::Undecodable(format!("reading the video parameters: {e}")))?;
+    let sar = decoder.aspect_ratio();
+    Ok(SegmentFacts {
+        seconds,
+        width: decoder.width(),
+        height: decoder.height(),
+        sample_aspect: Rational::new(sar.numerator(), sar.denominator()),
+    })
+}
+
 /// A segment opened for reading: its video stream's facts and, once the
 /// packets are read, its audio.
 pub(super) struct SourceSegment {

@@ -2,7 +2,8 @@
 //! stream ids, the `flatten` message that segment signatures cover, the
 //! `Livepeer-Segment` and `Credentials` header encodings, and the stable error
 //! codes of `/segment` rejections; and the capabilities of today's
-//! orchestrator ↔ transcoder protocol ([`capabilities`]). No I/O.
+//! orchestrator ↔ transcoder protocol ([`capabilities`], [`results`],
+//! [`task_deadline`]). No I/O.
 
 pub mod capabilities;
 mod headers;
@@ -19,3 +20,10 @@ pub use profiles::{
     parse_transcoding_options,
 };
 pub use stream_id::{ManifestId, StreamIdError, rendition_stream_ids};
+
+/// How long an orchestrator waits for the result of a task on a segment of
+/// `duration`: `max(8 s, 4 × duration)` (`spec/ot-protocol.md`); go-livepeer
+/// evicts a transcoder whose task is later.
+pub fn task_deadline(duration: std::time::Duration) -> std::time::Duration {
+    (duration * 4).max(std::time::Duration::from_secs(8))
+}

@@ -9,7 +9,8 @@
 //! once.
 
 pub mod remote;
-pub mod store;
+/// The `/stream/` store ([`crate::store`]), where it always lived.
+pub use crate::store;
 pub mod verify;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use crate::chain::{Chain, ChainError};
 use crate::eth::{Address, Keccak256Hasher, PrivateKey, keccak256};
 use crate::metrics::Metrics;
 use crate::pipeline::{Backend, SegmentOptions, TranscodeError, Transcoded};
+use crate::pool::Pool;
+use crate::pool::placement::JobNeeds;
 use crate::proto::{TranscodeData, TranscodeResult, TranscodedSegmentData, transcode_result};
 use store::{SegmentStore, StoreLimits};
 use verify::{
@@ -60,13 +63,31 @@ impl TranscoderConfig {
     pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 }
 
+/// What transcodes the segments a node accepts.
+#[derive(Debug)]
+enum Work {
+    /// This process's backend, behind `--max-sessions` slots.
+    Local {
+        backend: Arc<dyn Backend>,
+        slots: Arc<Semaphore>,
+    },
+    /// The pool of registered transcoders (and the node's own backend as a
+    /// member, when it has one).
+    Pool(Arc<Pool>),
+}
+
+/// A segment's claim on what will transcode it, taken before its body is read.
+enum Admission {
+    Slot(tokio::sync::OwnedSemaphorePermit),
+    Pool(crate::pool::Reservation),
+}
+
 /// Everything `POST /segment` needs; shared by the handlers.
 #[derive(Debug)]
 pub struct Transcoder {
     config: TranscoderConfig,
     chain: Arc<dyn Chain>,
-    backend: Arc<dyn Backend>,
-    slots: Arc<Semaphore>,
+    work: Work,
     store: SegmentStore,
     metrics: Metrics,
     draining: std::sync::atomic::AtomicBool,
@@ -91,11 +112,49 @@ impl Transcoder {
         Self {
             config,
             chain,
-            backend,
-            slots,
+            work: Work::Local { backend, slots },
             store,
             metrics,
             draining: Default::default(),
+        }
+    }
+
+    /// A node whose segments are served by `pool` (which holds the node's
+    /// own backend as a member, when it has one).
+    pub fn with_pool(
+        config: TranscoderConfig,
+        chain: Arc<dyn Chain>,
+        pool: Arc<Pool>,
+        metrics: Metrics,
+    ) -> Self {
+        metrics.transcode_slots.set(pool.capacity() as i64);
+        metrics
+            .backend_info
+            .with_label_values(&["pool", "remote transcoders"])
+            .set(1);
+        let store = SegmentStore::new(config.store);
+        Self {
+            config,
+            chain,
+            work: Work::Pool(pool),
+            store,
+            metrics,
+            draining: Default::default(),
+        }
+    }
+
+    /// The pool, when segments go to one.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        match &self.work {
+            Work::Pool(pool) => Some(pool),
+            Work::Local { .. } => None,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        match &self.work {
+            Work::Local { slots, .. } => slots.available_permits() > 0,
+            Work::Pool(pool) => pool.has_room(),
         }
     }
 
@@ -105,8 +164,7 @@ impl Transcoder {
 
     /// Ready for segments: not shutting down, and a transcode slot is free.
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
-            && self.slots.available_permits() > 0
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed) && self.has_room()
     }
 
     /// From now on `/readyz` says no: the node is shutting down.
@@ -126,7 +184,13 @@ impl Readiness for Transcoder {
         if self.is_ready() {
             Ok(())
         } else {
-            Err("draining or every slot busy".into())
+            Err(match &self.work {
+                Work::Local { .. } => "draining or every slot busy".into(),
+                Work::Pool(pool) if pool.remote_members() == 0 && pool.capacity() == 0 => {
+                    "no transcoder has registered".into()
+                }
+                Work::Pool(_) => "draining or every member of the pool at capacity".into(),
+            })
         }
     }
 }
@@ -345,12 +409,28 @@ impl Transcoder {
         if declared.is_some_and(|length| length > limit) {
             return Err(Rejection::BodyTooLarge { limit });
         }
-        // Claim a slot before reading the body: a full node answers at once.
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Rejection::Busy(self.config.max_sessions))?;
+        // Claim a slot (or a place in the pool) before reading the body: a
+        // full node answers at once.
+        let specs = crate::pipeline::rendition::from_profiles(&verified.profiles);
+        let stream = verified.job.stream_id.clone();
+        let admission = match &self.work {
+            Work::Local { slots, .. } => Admission::Slot(
+                slots
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Rejection::Busy(self.config.max_sessions))?,
+            ),
+            Work::Pool(pool) => {
+                let needs = JobNeeds {
+                    capabilities: crate::pool::relay::job_capabilities(&specs),
+                    min_version: None,
+                };
+                Admission::Pool(
+                    pool.reserve(&stream, needs)
+                        .map_err(|_| Rejection::Busy(pool.capacity()))?,
+                )
+            }
+        };
 
         let timeout = self.config.request_timeout;
         let reading = body.as_mut().expect("the body is read once, here");
@@ -365,37 +445,56 @@ impl Transcoder {
             .with_label_values(&["in"])
             .inc_by(segment.len() as u64);
 
-        let backend = self.backend.clone();
-        let specs = crate::pipeline::rendition::from_profiles(&verified.profiles);
-        let options = SegmentOptions {
-            clip: None,
-            stream: Some(verified.job.stream_id.clone()),
-        };
         let signer = self.config.signer.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            let started = Instant::now();
-            let result = backend.transcode(segment, &specs, &options);
-            let elapsed = started.elapsed();
-            // Hashing the renditions is CPU work too: do it here, off the executor.
-            let signature = match (&result, signer) {
-                (Ok(transcoded), Some(key)) => {
-                    let hashes: Vec<u8> = transcoded
-                        .renditions
-                        .iter()
-                        .flat_map(|r| keccak256(&r.data))
-                        .collect();
-                    key.sign(&hashes).to_vec()
-                }
-                _ => Vec::new(),
-            };
-            (result, elapsed, signature)
-        });
+        let work = match admission {
+            Admission::Slot(permit) => {
+                let Work::Local { backend, .. } = &self.work else {
+                    unreachable!("slots are local")
+                };
+                let backend = backend.clone();
+                let options = SegmentOptions {
+                    clip: None,
+                    stream: Some(stream),
+                };
+                tokio::task::spawn_blocking(move || {
+                    let _slot = permit;
+                    let started = Instant::now();
+                    let result = backend.transcode(segment, &specs, &options);
+                    let elapsed = started.elapsed();
+                    let signature = sign_renditions(&result, signer);
+                    (result, elapsed, signature)
+                })
+            }
+            Admission::Pool(reservation) => {
+                // The broadcaster's patience for this segment.
+                // The broadcaster waits max(8 s, 4 × duration): the pool
+                // reads the duration from the segment and keeps inside it.
+                let budget = Duration::from_secs(300);
+                let seq = verified.segment.seq;
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = reservation.run(segment, specs, seq, budget).await;
+                    let elapsed = started.elapsed();
+                    let (result, signature) = tokio::task::spawn_blocking(move || {
+                        let signature = sign_renditions(&result, signer);
+                        (result, signature)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        (
+                            Err(TranscodeError::Internal(format!("signing failed: {e}"))),
+                            Vec::new(),
+                        )
+                    });
+                    (result, elapsed, signature)
+                })
+            }
+        };
         let multipart = wants_multipart(headers);
         let seq = verified.segment.seq;
         let outcome = match tokio::time::timeout(self.config.transcode_timeout, work).await {
             Ok(Ok((result, elapsed, signature))) => {
-                let backend = result.as_ref().map_or(self.backend.name(), |t| t.backend);
+                let backend = result.as_ref().map_or(self.backend_name(), |t| t.backend);
                 self.metrics
                     .transcode_seconds
                     .with_label_values(&[backend])
@@ -454,6 +553,13 @@ impl Transcoder {
                 self.failure_response(&error, code, seq, multipart)
             }
         })
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match &self.work {
+            Work::Local { backend, .. } => backend.name(),
+            Work::Pool(_) => "pool",
+        }
     }
 
     fn count_success(&self, transcoded: &Transcoded) {
@@ -541,6 +647,25 @@ impl Transcoder {
             seq: seq as i64,
             result: Some(transcode_result::Result::Data(data)),
         })
+    }
+}
+
+/// The orchestrator's signature over the renditions' hashes (CPU work: run
+/// it on a blocking thread); empty without a key or renditions.
+fn sign_renditions(
+    result: &Result<Transcoded, TranscodeError>,
+    signer: Option<Arc<PrivateKey>>,
+) -> Vec<u8> {
+    match (result, signer) {
+        (Ok(transcoded), Some(key)) => {
+            let hashes: Vec<u8> = transcoded
+                .renditions
+                .iter()
+                .flat_map(|r| keccak256(&r.data))
+                .collect();
+            key.sign(&hashes).to_vec()
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::pipeline::{Clip, Container, Gop, H264Profile, Rational, RenditionSpec};
 use crate::proto::{NotifySegment, TaskSegData, VideoProfile, video_profile};
 use crate::protocol::capabilities::{CapabilitySet, Incompatible, job_fits};
+pub use crate::protocol::task_deadline as deadline_for;
 
 /// Durations above this are refused (`spec/ot-protocol.md`: up to 5 minutes).
 pub const MAX_DURATION_MS: i32 = 300_000;
@@ -47,11 +48,6 @@ impl Task {
     pub fn deadline(&self) -> Duration {
         deadline_for(self.duration)
     }
-}
-
-/// The orchestrator's patience for a segment of `duration`.
-pub fn deadline_for(duration: Duration) -> Duration {
-    (duration * 4).max(Duration::from_secs(8))
 }
 
 /// Why a task is refused; the `Display` text goes to the orchestrator.
@@ -240,6 +236,25 @@ mod tests {
     use super::*;
     use crate::proto::{Capabilities, SegParameters, TaskAuthToken, capabilities};
     use crate::protocol::capabilities::{GO_LIVEPEER_VERSION, MPEG7_VIDEO_SIGNATURE};
+
+    /// The pool sends what this module reads back unchanged.
+    #[test]
+    fn a_rendition_survives_the_trip_through_a_video_profile() {
+        let mut custom =
+            RenditionSpec::from(crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0]);
+        custom.gop = Gop::Millis(2000);
+        custom.h264_profile = H264Profile::Main;
+        custom.container = Container::Mp4;
+        custom.quality = Some(27);
+        custom.max_frame_rate = Some(crate::pipeline::Rational::new(30000, 1001));
+        for original in [
+            RenditionSpec::from(crate::protocol::parse_profile_list("P240p30fps16x9").unwrap()[0]),
+            custom,
+        ] {
+            let back = rendition_of(&crate::pool::relay::video_profile(&original)).unwrap();
+            assert_eq!(back, original);
+        }
+    }
 
     fn profile(name: &str, w: i32, h: i32, bitrate: i32) -> VideoProfile {
         VideoProfile {

@@ -1,7 +1,8 @@
-//! The bounded in-memory store behind `GET /stream/<name>.ts`: renditions of
-//! protobuf-mode responses wait here for the broadcaster to fetch them. The
-//! oldest are evicted first when the byte limit is reached, and none outlive
-//! the retention time.
+//! Bounded in-memory byte stores keyed by name: behind `GET /stream/<name>.ts`
+//! (renditions of protobuf-mode responses wait there for the broadcaster)
+//! and the pool's `GET /stream/<session>/<seq>.tempfile` (source segments
+//! wait there for a remote transcoder). The oldest are evicted first when
+//! the byte limit is reached, and none outlive the retention time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

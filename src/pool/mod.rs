@@ -1,0 +1,697 @@
+//! The orchestrator's pool of transcoders (`spec/ot-protocol.md`): remote
+//! transcoders (lpgpu's or go-livepeer's) that dialled in and registered
+//! with `--orch-secret`, and the node's own backend as one more member.
+//! A v2 `/segment`, once verified, is placed here: one segment at a time per
+//! stream, the stream pinned to a member while it lives, new streams to the
+//! least-loaded compatible member; a remote member is pushed a
+//! `NotifySegment`, GETs the segment from this node's bounded store and
+//! POSTs its result to `/transcodeResults`.
+//!
+//! Failure without loss: a member that disconnects, misses its deadline or
+//! fails a task for a reason that is not the input's has the task retried
+//! once on another member (or locally) inside the broadcaster's budget; its
+//! streams move at their next segment; it is evicted when gone or late
+//! twice in a row. A result for a task already retried is dropped.
+//!
+//! The rules are plain code beside this file ([`placement`], [`relay`]);
+//! this module is the state and the waiting, [`service`] the gRPC edge and
+//! [`http`] the HTTP edge.
+
+pub mod http;
+pub mod placement;
+pub mod relay;
+pub mod service;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use self::placement::{JobNeeds, Lateness, MemberId, MemberInfo, PlaceError, Placed, Placement};
+use self::relay::{ResultError, TaskRequest, notify_segment, read_error_text, read_renditions};
+use crate::metrics::Metrics;
+use crate::pipeline::cpu::{SegmentFacts, probe_segment};
+use crate::pipeline::ladder::output_size;
+use crate::pipeline::{Backend, RenditionSpec, SegmentOptions, TranscodeError, Transcoded};
+use crate::proto::NotifySegment;
+use crate::protocol::results::Part;
+use crate::protocol::task_deadline;
+use crate::store::{SegmentStore, StoreLimits};
+
+/// Notifications queued per member beyond its capacity (teardowns, a retry).
+const LINK_QUEUE_SLACK: usize = 16;
+/// How often idle streams are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Room kept in the broadcaster's budget for the answer's trip back.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// How a pool is set up.
+#[derive(Debug)]
+pub struct PoolConfig {
+    /// `--orch-secret`: what registrations and result uploads must carry.
+    pub secret: Zeroizing<String>,
+    /// This node's `https://host:port`: the base of the segment URLs.
+    pub service_uri: String,
+    /// The orchestrator's address, sent as `orchId`.
+    pub orch_id: String,
+    /// The store of segments waiting to be fetched.
+    pub segments: StoreLimits,
+    /// The longest a result body may take to arrive.
+    pub upload_timeout: Duration,
+}
+
+/// The node's own backend as a member.
+#[derive(Debug, Clone)]
+pub struct LocalMember {
+    pub backend: Arc<dyn Backend>,
+    /// Streams it takes at once (`--max-sessions`).
+    pub capacity: usize,
+    /// The longest one local transcode may take.
+    pub transcode_timeout: Duration,
+}
+
+/// Why a segment is not served by the pool; the edge maps these once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("every member of the pool is at capacity")]
+    Busy,
+    #[error("this stream already has a segment being transcoded")]
+    StreamBusy,
+}
+
+/// A member's link: where its notifications go.
+#[derive(Debug)]
+struct Link {
+    sender: mpsc::Sender<Result<NotifySegment, tonic::Status>>,
+    /// Dropped with the link: tells the link's watcher to let go too, so the
+    /// member's stream ends.
+    _evicted: oneshot::Sender<()>,
+}
+
+/// What a member posted for a task.
+#[derive(Debug)]
+pub enum Delivered {
+    Renditions { parts: Vec<Part> },
+    Error(String),
+}
+
+#[derive(Debug)]
+struct PendingTask {
+    member: MemberId,
+    reply: oneshot::Sender<Delivered>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    placement: Placement,
+    links: HashMap<MemberId, Link>,
+    tasks: HashMap<i64, PendingTask>,
+}
+
+/// Why a member lost its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Its link closed.
+    Disconnected,
+    /// Late twice in a row.
+    Late,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl Eviction {
+    fn label(self) -> &'static str {
+        match self {
+            Eviction::Disconnected => "disconnected",
+            Eviction::Late => "late",
+            Eviction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct Pool {
+    config: PoolConfig,
+    local: Option<(MemberId, LocalMember)>,
+    state: Mutex<State>,
+    segments: SegmentStore,
+    metrics: Metrics,
+    next_task: AtomicI64,
+}
+
+/// How one attempt ended, when it did not give renditions.
+#[derive(Debug)]
+enum AttemptError {
+    /// The input's fault: final.
+    Input(TranscodeError),
+    /// The member's: retry elsewhere.
+    Member(String),
+    /// The member is gone.
+    Disconnected,
+    /// No result by the deadline.
+    Late,
+}
+
+impl Pool {
+    /// A pool, with the node's own backend as a member when it has one.
+    pub fn new(config: PoolConfig, local: Option<LocalMember>, metrics: Metrics) -> Arc<Self> {
+        let mut state = State::default();
+        let local = local.map(|member| {
+            let id = state.placement.add(MemberInfo {
+                name: "local".into(),
+                capacity: member.capacity.max(1),
+                capabilities: crate::protocol::capabilities::CapabilitySet::lpgpu(),
+                version: crate::protocol::capabilities::GO_LIVEPEER_VERSION.into(),
+                local: true,
+            });
+            (id, member)
+        });
+        let pool = Arc::new(Self {
+            segments: SegmentStore::new(config.segments),
+            config,
+            local,
+            state: Mutex::new(state),
+            metrics,
+            next_task: AtomicI64::new(1),
+        });
+        pool.publish_members();
+        pool
+    }
+
+    /// Ends idle streams every few seconds while the pool lives.
+    pub fn start_sweeper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.end_idle_streams(Instant::now());
+            }
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.config.secret
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Streams the pool (and the local member) take at once.
+    pub fn capacity(&self) -> usize {
+        self.lock()
+            .placement
+            .members()
+            .map(|(_, info, _)| info.capacity)
+            .sum()
+    }
+
+    /// Whether a new stream would find room.
+    pub fn has_room(&self) -> bool {
+        self.lock().placement.has_room()
+    }
+
+    /// Registered remote members.
+    pub fn remote_members(&self) -> usize {
+        self.lock()
+            .placement
+            .members()
+            .filter(|(_, info, _)| !info.local)
+            .count()
+    }
+
+    /// A source segment waiting for its member: `<session>/<seq>.tempfile`.
+    pub fn segment(&self, name: &str) -> Option<Bytes> {
+        self.segments.get(name)
+    }
+
+    /// Adds a registered transcoder; its notifications go to `sender`.
+    pub fn join(
+        &self,
+        info: MemberInfo,
+        sender: mpsc::Sender<Result<NotifySegment, tonic::Status>>,
+        evicted: oneshot::Sender<()>,
+    ) -> MemberId {
+        let name = info.name.clone();
+        let (capacity, version) = (info.capacity, info.version.clone());
+        let id = {
+            let mut state = self.lock();
+            let id = state.placement.add(info);
+            state.links.insert(
+                id,
+                Link {
+                    sender,
+                    _evicted: evicted,
+                },
+            );
+            id
+        };
+        tracing::info!(member = %name, capacity, %version, "transcoder registered");
+        self.metrics.pool.registrations.inc();
+        self.publish_members();
+        id
+    }
+
+    /// The queue a member's link needs: its capacity plus slack.
+    pub fn link_queue(capacity: usize) -> usize {
+        capacity.saturating_add(LINK_QUEUE_SLACK)
+    }
+
+    /// Removes a member (idempotent): its streams move at their next
+    /// segment, its tasks in flight fail over, its link is closed.
+    pub fn evict(&self, id: MemberId, why: Eviction) {
+        let (name, moved) = {
+            let mut state = self.lock();
+            let Some(name) = state.placement.info(id).map(|i| i.name.clone()) else {
+                return;
+            };
+            let moved = state.placement.remove(id);
+            state.links.remove(&id);
+            // Dropping the reply senders fails the waiting attempts over.
+            state.tasks.retain(|_, task| task.member != id);
+            (name, moved)
+        };
+        tracing::warn!(member = %name, reason = why.label(), streams = moved.len(),
+            "transcoder left the pool; its streams move at their next segment");
+        self.metrics
+            .pool
+            .evictions
+            .with_label_values(&[why.label()])
+            .inc();
+        let _ = self.metrics.pool.capacity.remove_label_values(&[&name]);
+        let _ = self.metrics.pool.load.remove_label_values(&[&name]);
+        self.publish_members();
+    }
+
+    /// Waits up to `grace` for the tasks in flight, then closes every link.
+    pub async fn close_when_idle(&self, grace: Duration) {
+        let until = Instant::now() + grace;
+        while !self.lock().tasks.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.close();
+    }
+
+    /// Closes every remote link (shutdown): members see their stream end.
+    pub fn close(&self) {
+        let ids: Vec<MemberId> = self.lock().links.keys().copied().collect();
+        for id in ids {
+            self.evict(id, Eviction::Shutdown);
+        }
+    }
+
+    fn publish_members(&self) {
+        let state = self.lock();
+        let remote = state
+            .placement
+            .members()
+            .filter(|(_, i, _)| !i.local)
+            .count();
+        self.metrics.pool.members.set(remote as i64);
+        for (_, info, streams) in state.placement.members() {
+            let pool = &self.metrics.pool;
+            pool.capacity
+                .with_label_values(&[&info.name])
+                .set(info.capacity as i64);
+            pool.load
+                .with_label_values(&[&info.name])
+                .set(streams as i64);
+        }
+    }
+
+    fn end_idle_streams(&self, now: Instant) {
+        let ended = {
+            let mut state = self.lock();
+            let ended = state.placement.expire(now);
+            ended
+                .into_iter()
+                .filter_map(|(member, session)| {
+                    state
+                        .links
+                        .get(&member)
+                        .map(|link| (link.sender.clone(), session))
+                })
+                .collect::<Vec<_>>()
+        };
+        for (sender, session) in ended {
+            tracing::debug!(%session, "stream idle for 70 s: teardown sent");
+            let _ = sender.try_send(Ok(relay::teardown(&session)));
+        }
+        self.publish_members();
+    }
+
+    /// A result upload for `task_id`: delivered to the waiting attempt, or
+    /// false when no attempt waits (unknown, late, or retried elsewhere).
+    pub fn deliver(&self, task_id: i64, delivered: Delivered) -> bool {
+        let Some(task) = self.lock().tasks.remove(&task_id) else {
+            return false;
+        };
+        task.reply.send(delivered).is_ok()
+    }
+
+    /// Whether an attempt waits for `task_id` (so its body is worth reading).
+    pub fn is_waiting(&self, task_id: i64) -> bool {
+        self.lock().tasks.contains_key(&task_id)
+    }
+
+    /// Claims a place for the next segment of `stream` before its body is
+    /// read: a full pool answers at once.
+    pub fn reserve(
+        self: &Arc<Self>,
+        stream: &str,
+        needs: JobNeeds,
+    ) -> Result<Reservation, PoolError> {
+        let placed = self.place(stream, &needs, &[])?;
+        self.publish_members();
+        Ok(Reservation {
+            pool: self.clone(),
+            stream: stream.to_string(),
+            needs,
+            placed: Some(placed),
+        })
+    }
+
+    fn place(
+        &self,
+        stream: &str,
+        needs: &JobNeeds,
+        exclude: &[MemberId],
+    ) -> Result<Placed, PoolError> {
+        self.lock()
+            .placement
+            .place(stream, needs, exclude, Instant::now(), new_session_id)
+            .map_err(|e| match e {
+                PlaceError::NoRoom => PoolError::Busy,
+                PlaceError::StreamBusy => PoolError::StreamBusy,
+            })
+    }
+
+    fn member_name(&self, id: MemberId) -> String {
+        self.lock()
+            .placement
+            .info(id)
+            .map_or_else(|| format!("member {}", id.0), |i| i.name.clone())
+    }
+
+    async fn attempt(
+        &self,
+        placed: &Placed,
+        job: &SegmentJob<'_>,
+        deadline: Duration,
+    ) -> Result<Transcoded, AttemptError> {
+        let SegmentJob {
+            segment,
+            specs,
+            facts,
+            stream,
+            seq,
+        } = *job;
+        if let Some((id, local)) = &self.local
+            && *id == placed.member
+        {
+            return run_local(local, segment.clone(), specs, stream, placed.new_session).await;
+        }
+        let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}/{seq}.tempfile", placed.session);
+        if !self.segments.insert(name.clone(), segment.clone()) {
+            return Err(AttemptError::Member(
+                "the segment is larger than the whole segment store".into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let sender = {
+            let mut state = self.lock();
+            let Some(link) = state.links.get(&placed.member) else {
+                return Err(AttemptError::Disconnected);
+            };
+            let sender = link.sender.clone();
+            state.tasks.insert(
+                task_id,
+                PendingTask {
+                    member: placed.member,
+                    reply,
+                },
+            );
+            sender
+        };
+        let duration = Duration::from_secs_f64(facts.seconds.clamp(0.0, 300.0));
+        let notify = notify_segment(&TaskRequest {
+            task_id,
+            url: format!("{}/stream/{name}", self.config.service_uri),
+            session: &placed.session,
+            manifest_id: stream,
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            duration,
+            specs,
+            force_session_reinit: false,
+            orch_id: &self.config.orch_id,
+        });
+        if sender.try_send(Ok(notify)).is_err() {
+            self.lock().tasks.remove(&task_id);
+            return Err(AttemptError::Disconnected);
+        }
+        let outcome = tokio::time::timeout(deadline, answer).await;
+        // Whatever happened, no later upload for this task is accepted.
+        self.lock().tasks.remove(&task_id);
+        match outcome {
+            Err(_) => Err(AttemptError::Late),
+            Ok(Err(_)) => Err(AttemptError::Disconnected),
+            Ok(Ok(Delivered::Error(text))) => Err(match read_error_text(&text) {
+                ResultError::Input(error) => AttemptError::Input(error),
+                ResultError::Member(text) => AttemptError::Member(text),
+            }),
+            Ok(Ok(Delivered::Renditions { parts })) => {
+                let size_of = |spec: &RenditionSpec| {
+                    output_size(
+                        facts.width,
+                        facts.height,
+                        facts.sample_aspect,
+                        spec.width,
+                        spec.height,
+                    )
+                };
+                let renditions = read_renditions(parts, specs, size_of).map_err(|e| match e {
+                    ResultError::Input(error) => AttemptError::Input(error),
+                    ResultError::Member(text) => AttemptError::Member(text),
+                })?;
+                self.lock().placement.on_time(placed.member);
+                Ok(Transcoded {
+                    renditions,
+                    source_seconds: facts.seconds,
+                    source_frames: 0,
+                    source_pixels: 0,
+                    backend: "pool",
+                    fallback: None,
+                })
+            }
+        }
+    }
+
+    /// Counts a failed attempt against its member; evicts it when gone or
+    /// late twice in a row.
+    fn blame(&self, member: MemberId, error: &AttemptError) {
+        match error {
+            AttemptError::Late => {
+                let verdict = self.lock().placement.late(member);
+                if verdict == Lateness::Evict {
+                    self.evict(member, Eviction::Late);
+                }
+            }
+            AttemptError::Disconnected => self.evict(member, Eviction::Disconnected),
+            AttemptError::Member(_) | AttemptError::Input(_) => {}
+        }
+    }
+}
+
+/// One segment's work, as every attempt at it sees it.
+#[derive(Debug, Clone, Copy)]
+struct SegmentJob<'a> {
+    segment: &'a Bytes,
+    specs: &'a [RenditionSpec],
+    facts: &'a SegmentFacts,
+    stream: &'a str,
+    seq: u64,
+}
+
+fn new_session_id() -> String {
+    hex::encode(rand::random::<[u8; 4]>())
+}
+
+async fn run_local(
+    local: &LocalMember,
+    segment: Bytes,
+    specs: &[RenditionSpec],
+    stream: &str,
+    new_session: bool,
+) -> Result<Transcoded, AttemptError> {
+    let backend = local.backend.clone();
+    let specs = specs.to_vec();
+    let stream = stream.to_string();
+    let work = tokio::task::spawn_blocking(move || {
+        if new_session {
+            backend.end_stream(&stream);
+        }
+        let options = SegmentOptions {
+            clip: None,
+            stream: Some(stream),
+        };
+        backend.transcode(segment, &specs, &options)
+    });
+    match tokio::time::timeout(local.transcode_timeout, work).await {
+        Ok(Ok(Ok(transcoded))) => Ok(transcoded),
+        Ok(Ok(Err(error @ TranscodeError::Internal(_)))) => {
+            Err(AttemptError::Member(error.to_string()))
+        }
+        Ok(Ok(Err(error))) => Err(AttemptError::Input(error)),
+        Ok(Err(join)) => Err(AttemptError::Member(format!(
+            "the transcode task failed: {join}"
+        ))),
+        Err(_) => Err(AttemptError::Late),
+    }
+}
+
+/// A place claimed for one segment of a stream; dropping it frees the
+/// stream for its next segment.
+#[derive(Debug)]
+pub struct Reservation {
+    pool: Arc<Pool>,
+    stream: String,
+    needs: JobNeeds,
+    placed: Option<Placed>,
+}
+
+impl Reservation {
+    /// Transcodes `segment` to `specs` on the reserved member, retrying once
+    /// elsewhere when that member fails it, all within `budget` (the
+    /// broadcaster's patience).
+    pub async fn run(
+        mut self,
+        segment: Bytes,
+        specs: Vec<RenditionSpec>,
+        seq: u64,
+        budget: Duration,
+    ) -> Result<Transcoded, TranscodeError> {
+        let started = Instant::now();
+        let pool = self.pool.clone();
+        let probed = {
+            let segment = segment.clone();
+            tokio::task::spawn_blocking(move || probe_segment(segment)).await
+        };
+        let facts = match probed {
+            Ok(Ok(facts)) => facts,
+            Ok(Err(error)) => return Err(error),
+            Err(join) => return Err(TranscodeError::Internal(format!("probing failed: {join}"))),
+        };
+        let seconds = if facts.seconds > 0.0 {
+            facts.seconds
+        } else {
+            2.0
+        };
+        let budget = budget.min(task_deadline(Duration::from_secs_f64(seconds.min(300.0))));
+        let mut placed = self.placed.take().expect("a reservation is run once");
+        let mut tried: Vec<MemberId> = Vec::new();
+        loop {
+            let member = placed.member;
+            let retry_possible = tried.is_empty()
+                && pool
+                    .lock()
+                    .placement
+                    .has_room_excluding(&self.needs, &[member]);
+            let left = budget.saturating_sub(started.elapsed() + ANSWER_MARGIN);
+            // A first attempt leaves half the budget for a retry, when
+            // another member could take one; else it gets all of it.
+            let deadline = if retry_possible { left / 2 } else { left };
+            // Named now: a failed member may be gone after the attempt.
+            let name = pool.member_name(member);
+            let attempt_started = Instant::now();
+            let job = SegmentJob {
+                segment: &segment,
+                specs: &specs,
+                facts: &facts,
+                stream: &self.stream,
+                seq,
+            };
+            let outcome = pool.attempt(&placed, &job, deadline).await;
+            let result = match &outcome {
+                Ok(_) => "ok",
+                Err(AttemptError::Input(_)) => "input_error",
+                Err(AttemptError::Member(_)) => "member_error",
+                Err(AttemptError::Disconnected) => "disconnected",
+                Err(AttemptError::Late) => "late",
+            };
+            pool.metrics.pool.tasks.with_label_values(&[result]).inc();
+            let error = match outcome {
+                Ok(transcoded) => {
+                    pool.metrics
+                        .pool
+                        .relay_seconds
+                        .observe(attempt_started.elapsed().as_secs_f64());
+                    self.placed = Some(placed);
+                    return Ok(transcoded);
+                }
+                Err(AttemptError::Input(error)) => {
+                    self.placed = Some(placed);
+                    return Err(error);
+                }
+                Err(error) => error,
+            };
+            tried.push(member);
+            pool.blame(member, &error);
+            {
+                let mut state = pool.lock();
+                state.placement.finish(&self.stream);
+                state.placement.unpin(&self.stream);
+            }
+            if tried.len() > 1 {
+                return Err(TranscodeError::Internal(format!(
+                    "two members failed the segment; the last: {}",
+                    describe(&error)
+                )));
+            }
+            match pool.place(&self.stream, &self.needs, &tried) {
+                Ok(next) => {
+                    let next_name = pool.member_name(next.member);
+                    tracing::warn!(stream = %self.stream, seq, from = %name, to = %next_name,
+                        "retrying a segment on another member: {}", describe(&error));
+                    pool.metrics.pool.retries.inc();
+                    pool.publish_members();
+                    placed = next;
+                }
+                Err(_) => {
+                    return Err(TranscodeError::Internal(format!(
+                        "no other member has room for a retry after: {}",
+                        describe(&error)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn describe(error: &AttemptError) -> String {
+    match error {
+        AttemptError::Input(e) => e.to_string(),
+        AttemptError::Member(text) => text.clone(),
+        AttemptError::Disconnected => "the member disconnected".into(),
+        AttemptError::Late => "the member missed the deadline".into(),
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // The stream may send its next segment (to the same member).
+        self.pool.lock().placement.finish(&self.stream);
+        self.pool.publish_members();
+    }
+}

@@ -1,0 +1,393 @@
+//! A farm: one `lpgpu orchestrator --orch-secret` and remote transcoders that
+//! dial in (`lpgpu transcoder --orch-addr`, and a go-livepeer-style fake
+//! written in Python from the spec), each its own process, serving v2
+//! broadcasts (`lpgpu broadcast`). One transcoder is `kill -9`ed mid-stream:
+//! no segment is lost. The processes share loopback (this test does not
+//! make network namespaces yet; see the README's limits).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::World;
+use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
+
+const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
+const PASSWORD: &str = "pw";
+const SECRET: &str = "farm-secret";
+
+fn keystore(world: &World, name: &str, key: &lpgpu::eth::PrivateKey) -> PathBuf {
+    let dir = world.dir.path().join(name);
+    if !dir.exists() {
+        KeystoreDir::new(&dir)
+            .create(key, PASSWORD.as_bytes(), KdfStrength::Light)
+            .unwrap();
+    }
+    dir
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn series(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the first stdout line of a child.
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Orchestrator {
+    _process: Process,
+    port: u16,
+    metrics: String,
+}
+
+impl Orchestrator {
+    fn start(world: &World) -> Self {
+        let keystore = keystore(world, "orchestrator", &world.orchestrator);
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args(["orchestrator", "--hostname", "localhost"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", &metrics])
+            .arg("--keystore")
+            .arg(&keystore)
+            .args([
+                "--chain",
+                &format!("ledger:{}", world.ledger_path().display()),
+            ])
+            .args(["--orch-secret", SECRET])
+            .env("LPGPU_PASSWORD", PASSWORD)
+            .env_remove("LPGPU_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting lpgpu orchestrator");
+        let line = first_line(&mut child);
+        assert!(line.contains("listening on"), "{line:?}");
+        let port = line
+            .split_whitespace()
+            .last()
+            .and_then(|uri| uri.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        Self {
+            _process: Process(child),
+            port,
+            metrics,
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    fn metrics(&self) -> String {
+        http_get(&self.metrics, "/metrics")
+    }
+
+    /// Waits until `members` transcoders are registered.
+    fn wait_for_members(&self, members: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while series(&self.metrics(), "lpgpu_pool_members ") != members {
+            assert!(Instant::now() < deadline, "{}", self.metrics());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+struct RemoteTranscoder {
+    process: Process,
+    metrics: String,
+}
+
+impl RemoteTranscoder {
+    fn start(orchestrator: &Orchestrator, secret: &str, sessions: u32) -> Self {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args(["transcoder", "--backend", "cpu"])
+            .args(["--orch-addr", &format!("127.0.0.1:{}", orchestrator.port)])
+            .args(["--orch-secret", secret])
+            .args(["--max-sessions", &sessions.to_string()])
+            .args(["--metrics-listen", &metrics])
+            .env_remove("LPGPU_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting lpgpu transcoder");
+        let line = first_line(&mut child);
+        assert!(line.contains("dialling"), "{line:?}");
+        Self {
+            process: Process(child),
+            metrics,
+        }
+    }
+
+    fn tasks_in_flight(&self) -> u64 {
+        series(
+            &http_get(&self.metrics, "/metrics"),
+            "lpgpu_remote_tasks_in_flight ",
+        )
+    }
+}
+
+fn make_clip(path: &Path, seconds: u32) {
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x180:rate=30")
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "60"])
+        .args(["-f", "mpegts"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn broadcast(world: &World, job: u64, uri: &str, input: &Path, out: &Path) -> Child {
+    let keystore = keystore(world, "broadcaster", &world.broadcaster);
+    Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["broadcast", "--job", &job.to_string(), "--keystore"])
+        .arg(&keystore)
+        .args([
+            "--chain",
+            &format!("ledger:{}", world.ledger_path().display()),
+        ])
+        .args(["--orchestrator", uri, "--input"])
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(["--max-in-flight", "1"])
+        .env("LPGPU_PASSWORD", PASSWORD)
+        .env_remove("LPGPU_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Every rendition of `out` lists `segments` segments, each a file ffprobe
+/// reads as H.264 of the rendition's size.
+fn check_renditions(out: &Path, segments: usize) {
+    let mut media = 0;
+    for entry in std::fs::read_dir(out).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "m3u8") && !text.contains("#EXT-X-STREAM-INF") {
+            media += 1;
+            assert_eq!(text.matches("#EXTINF").count(), segments, "{text}");
+            assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+            {
+                let data = std::fs::read(path.parent().unwrap().join(line)).unwrap();
+                let (codec, width, height, _) = common::probe(&data);
+                assert_eq!(codec, "h264", "{line}");
+                assert!(width > 0 && height > 0, "{line}");
+            }
+        }
+    }
+    assert_eq!(media, 2, "two renditions in {}", out.display());
+}
+
+#[test]
+fn three_transcoders_serve_six_streams_and_losing_one_loses_no_segment() {
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world);
+    let mut members: Vec<RemoteTranscoder> = (0..3)
+        .map(|_| RemoteTranscoder::start(&orchestrator, SECRET, 3))
+        .collect();
+    orchestrator.wait_for_members(3);
+    let metrics = orchestrator.metrics();
+    assert_eq!(series(&metrics, "lpgpu_pool_registrations_total "), 3);
+
+    // Six streams of 16 s (8 segments each), at once.
+    let input = world.dir.path().join("clip.ts");
+    make_clip(&input, 16);
+    let streams: Vec<(PathBuf, Child)> = (0..6)
+        .map(|i| {
+            let job = world.job(PROFILES, 1_000_000);
+            let out = world.dir.path().join(format!("hls-{i}"));
+            let child = broadcast(&world, job, &orchestrator.uri(), &input, &out);
+            (out, child)
+        })
+        .collect();
+
+    // Kill -9 a member while it is working on a segment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        if let Some(i) = members.iter().position(|m| m.tasks_in_flight() > 0)
+            && series(
+                &orchestrator.metrics(),
+                "lpgpu_pool_tasks_total{result=\"ok\"}",
+            ) >= 6
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no member got to work");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut dead = members.remove(victim);
+    dead.process.0.kill().unwrap();
+    dead.process.0.wait().unwrap();
+
+    for (out, child) in streams {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(stdout.contains("8 segments, 0 failed"), "{stdout}");
+        check_renditions(&out, 8);
+    }
+    let metrics = orchestrator.metrics();
+    println!("{metrics}");
+    assert_eq!(series(&metrics, "lpgpu_pool_members "), 2, "{metrics}");
+    assert_eq!(
+        series(
+            &metrics,
+            "lpgpu_pool_evictions_total{reason=\"disconnected\"}"
+        ),
+        1
+    );
+    assert!(
+        series(&metrics, "lpgpu_pool_retries_total ") >= 1,
+        "{metrics}"
+    );
+    assert!(series(&metrics, "lpgpu_pool_tasks_total{result=\"ok\"}") >= 48);
+    drop(members);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_as_go_livepeer_refuses_it() {
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world);
+    let mut member = RemoteTranscoder::start(&orchestrator, "not-the-secret", 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = member.process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the transcoder kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // lpgpu's transcoder exits 3 when the registration is refused.
+    assert_eq!(status.code(), Some(3));
+    let metrics = orchestrator.metrics();
+    assert_eq!(
+        series(
+            &metrics,
+            "lpgpu_pool_registrations_refused_total{reason=\"secret\"}"
+        ),
+        1
+    );
+    assert_eq!(series(&metrics, "lpgpu_pool_members "), 0);
+    // With no member, the orchestrator is not ready, and says why.
+    let ready = http_get(&orchestrator.metrics, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+}
+
+fn python() -> PathBuf {
+    let python = std::env::var_os("LPGPU_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
+    let check = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools, httpx, h2"])
+        .output();
+    match check {
+        Ok(out) if out.status.success() => python,
+        _ => panic!(
+            "{} cannot import grpcio/httpx: run .ci/setup (or set LPGPU_PYTHON) first",
+            python.display()
+        ),
+    }
+}
+
+#[test]
+fn a_transcoder_written_from_the_spec_joins_and_serves_a_stream() {
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ot_transcoder.py");
+    let mut fake = Command::new(python())
+        .arg(script)
+        .args(["--orch-addr", &format!("127.0.0.1:{}", orchestrator.port)])
+        .args(["--secret", SECRET, "--capacity", "2", "--name", "spec-fake"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = fake.stdout.take().unwrap();
+    let fake = Process(fake);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    orchestrator.wait_for_members(1);
+
+    let input = world.dir.path().join("clip.ts");
+    make_clip(&input, 6);
+    let job = world.job(PROFILES, 1_000_000);
+    let out = world.dir.path().join("hls");
+    let output = broadcast(&world, job, &orchestrator.uri(), &input, &out)
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("3 segments, 0 failed"), "{stdout}");
+    check_renditions(&out, 3);
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.starts_with("registered")),
+        "{lines:?}"
+    );
+    let ok = lines
+        .iter()
+        .filter(|l| l.starts_with("task ") && l.contains("result=ok"))
+        .count();
+    // Each segment once (more only if the fake was so slow under load that
+    // the broadcaster sent a segment again).
+    assert!(ok >= 3, "{lines:?}");
+    drop(fake);
+}
