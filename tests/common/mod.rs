@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
