@@ -7,13 +7,15 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`proto`] | the generated `net` wire types and gRPC services (`proto/net.proto`, `proto/transcoder.proto`) |
-//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids, O–T capabilities |
+//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids, O–T capabilities, `/transcodeResults` checks and the streaming multipart reader ([`protocol::results`]), the O–T deadline |
 //! | [`eth`] | keccak256, secp256k1 signing and recovery, EIP-55, V3 keystores |
 //! | [`chain`] | the [`chain::Chain`] trait, the embedded [`chain::Ledger`], [`chain::Ethereum`] (alloy) |
 //! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
 //! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
-//! | [`transcoder`] | `/segment` verification (plain), the handler, the `/stream/` store, `/healthz`, `/readyz`; [`transcoder::remote`]: the dial-out mode (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) |
-//! | [`pipeline`] | the [`pipeline::Backend`] trait, what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
+//! | [`store`] | the bounded in-memory byte stores behind `/stream/` (renditions, and the pool's source segments) |
+//! | [`pool`] | the orchestrator's pool of remote transcoders (`--orch-secret`): placement and the wire of a task as plain code ([`pool::placement`], [`pool::relay`]); the waiting, retries and evictions; `RegisterTranscoder` ([`pool::service`]); `/stream/…/….tempfile` and `/transcodeResults` ([`pool::http`]) |
+//! | [`transcoder`] | `/segment` verification (plain), the handler (local slots, or placement in the pool), `/healthz`, `/readyz`; [`transcoder::remote`]: the dial-out mode (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |

@@ -4,12 +4,14 @@
 //! [`Backend`] is the one interface, with two implementations:
 //! [`cpu::CpuBackend`] (ffmpeg-next: libavformat, libavcodec, swscale,
 //! libx264) and [`gpu::GpuBackend`] (NVDEC, CUDA resize kernels, NVENC or
-//! libx264), chosen at run time by [`select_backend`]. Backends run on the
+//! libx264), chosen at run time by [`select_backend`] (and, for benchmarks
+//! of the relay only, [`echo::EchoBackend`], which does no work). Backends run on the
 //! caller's thread (and threads of their own): callers keep them off the
 //! async executor. [`ladder`] holds the plain arithmetic, [`rendition`] what
 //! a rendition must be.
 
 pub mod cpu;
+pub mod echo;
 pub mod gpu;
 pub mod ladder;
 pub mod rendition;
@@ -171,6 +173,9 @@ pub enum BackendChoice {
     Auto,
     Gpu,
     Cpu,
+    /// No work: renditions are the source (for benchmarking the relay).
+    #[value(hide = true)]
+    Echo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +217,12 @@ pub fn select_backend(
         BackendChoice::Cpu => {
             tracing::info!("backend: CPU, as --backend cpu asks");
             Ok(Arc::new(cpu::CpuBackend::new(settings)))
+        }
+        BackendChoice::Echo => {
+            tracing::warn!(
+                "backend: echo (no transcoding; renditions are the source), as --backend echo asks"
+            );
+            Ok(Arc::new(echo::EchoBackend))
         }
         BackendChoice::Gpu => match gpu::GpuBackend::open(settings, gpu_options) {
             Ok(backend) => Ok(Arc::new(backend)),

@@ -1,0 +1,360 @@
+//! The orchestrator's pool alone, in one run:
+//!
+//!     cargo bench --bench pool [-- SECONDS]
+//!
+//! 1. Placement cost (plain code): placing a new stream and the next
+//!    segment of a pinned one, with 1, 100 and 10,000 members.
+//! 2. Relay: `lpgpu orchestrator --orch-secret` (release build) with
+//!    MEMBERS `lpgpu transcoder --orch-addr --backend echo` processes,
+//!    members that answer at once (no transcoding: every rendition is the
+//!    source), and STREAMS concurrent v2 broadcasters in this process, each
+//!    on its own HTTP/2 connection, posting signed 2 s segments one after
+//!    the other for SECONDS (default 10). Reported: segments relayed per
+//!    second, the orchestrator's own CPU (from /proc) per relayed segment,
+//!    latency p50/p95, and the bytes through it per segment (the source in,
+//!    out to the member, the renditions back, the answer out).
+//!
+//! Under `cargo test` (no `--bench`), a one-second run checks that it works.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use lpgpu::eth::keccak256;
+use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
+use lpgpu::pool::placement::{JobNeeds, MemberInfo, Placement};
+use lpgpu::protocol::capabilities::CapabilitySet;
+use lpgpu::protocol::{SegmentHeader, encode_segment_header, mint_credentials};
+
+const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
+const SECRET: &str = "bench-secret";
+const MEMBERS: usize = 4;
+const STREAMS: usize = 8;
+
+fn placement_cost(members: usize) -> (f64, f64) {
+    let mut placement = Placement::new();
+    for i in 0..members {
+        placement.add(MemberInfo {
+            name: format!("m{i}"),
+            capacity: 8,
+            capabilities: CapabilitySet::lpgpu(),
+            version: "0.9.1".into(),
+            local: false,
+        });
+    }
+    let needs = JobNeeds::default();
+    let now = Instant::now();
+    let rounds = (200_000 / members).clamp(200, 100_000);
+    // New streams: placed, then ended (the member scan is the cost).
+    let started = Instant::now();
+    for i in 0..rounds {
+        let stream = format!("s{i}");
+        placement
+            .place(&stream, &needs, &[], now, || "cafe".into())
+            .unwrap();
+        placement.unpin(&stream);
+    }
+    let new_stream = started.elapsed().as_secs_f64() / rounds as f64;
+    // Pinned streams: the next segment of one of 1,000 live streams.
+    for i in 0..1000 {
+        let stream = format!("live{i}");
+        if placement
+            .place(&stream, &needs, &[], now, || "cafe".into())
+            .is_ok()
+        {
+            placement.finish(&stream);
+        }
+    }
+    let streams: Vec<String> = (0..1000.min(members * 8))
+        .map(|i| format!("live{i}"))
+        .collect();
+    let started = Instant::now();
+    for i in 0..100_000 {
+        let stream = &streams[i % streams.len()];
+        placement
+            .place(stream, &needs, &[], now, || "cafe".into())
+            .unwrap();
+        placement.finish(stream);
+    }
+    let pinned = started.elapsed().as_secs_f64() / 100_000.0;
+    (new_stream, pinned)
+}
+
+fn release_binary() -> std::path::PathBuf {
+    // Benches build in release; the binary sits beside the bench's target dir.
+    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_lpgpu"));
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Relay {
+    segments: usize,
+    seconds: f64,
+    orchestrator_cpu: f64,
+    latencies: Vec<f64>,
+    segment_bytes: usize,
+    answer_bytes: usize,
+}
+
+async fn relay(seconds: f64) -> Relay {
+    let world = common::World::new(1.0);
+    let keystore = world.dir.path().join("orchestrator");
+    KeystoreDir::new(&keystore)
+        .create(&world.orchestrator, b"pw", KdfStrength::Light)
+        .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(release_binary())
+        .args(["orchestrator", "--hostname", "localhost"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", &metrics])
+        .arg("--keystore")
+        .arg(&keystore)
+        .args([
+            "--chain",
+            &format!("ledger:{}", world.ledger_path().display()),
+        ])
+        .args(["--orch-secret", SECRET])
+        .env("LPGPU_PASSWORD", "pw")
+        .env("RUST_LOG", "warn")
+        .env_remove("LPGPU_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child);
+    let port: u16 = line
+        .split_whitespace()
+        .last()
+        .and_then(|uri| uri.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the orchestrator's port");
+    let orchestrator = Killed(child);
+    let _members: Vec<Killed> = (0..MEMBERS)
+        .map(|_| {
+            let mut member = Command::new(release_binary())
+                .args(["transcoder", "--backend", "echo", "--max-sessions", "8"])
+                .args(["--orch-addr", &format!("127.0.0.1:{port}")])
+                .args(["--orch-secret", SECRET])
+                .args(["--metrics-listen", "127.0.0.1:0"])
+                .env("RUST_LOG", "warn")
+                .env_remove("LPGPU_CONFIG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            first_line(&mut member);
+            Killed(member)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while series(&http_get(&metrics, "/metrics"), "lpgpu_pool_members ") < MEMBERS as f64 {
+        assert!(Instant::now() < deadline, "the members did not register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let segment = Bytes::from(std::fs::read(common::clip("h264_720p.ts")).unwrap());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let world = Arc::new(world);
+    let cpu_before = cpu_seconds(orchestrator.0.id());
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let world = world.clone();
+        let segment = segment.clone();
+        streams.push(tokio::spawn(async move {
+            let job = world.job(PROFILES, 1_000_000);
+            let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
+            let credentials = mint_credentials(&world.orchestrator, job);
+            let mut sender = connect(addr).await;
+            let mut latencies = Vec::new();
+            let mut answer_bytes = 0;
+            let mut seq = 0u64;
+            while Instant::now() < until {
+                let header =
+                    SegmentHeader::sign(&world.broadcaster, &stream_id, seq, keccak256(&segment));
+                let request = http::Request::post("https://localhost/segment")
+                    .header("authorization", "Livepeer-Eth-1")
+                    .header("credentials", &credentials)
+                    .header("livepeer-segment", encode_segment_header(&header))
+                    .header("content-type", "video/MP2T")
+                    .header("accept", "multipart/mixed")
+                    .body(Full::new(segment.clone()))
+                    .unwrap();
+                let sent = Instant::now();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(
+                    status,
+                    200,
+                    "{}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                );
+                latencies.push(sent.elapsed().as_secs_f64());
+                answer_bytes = body.len();
+                seq += 1;
+            }
+            (latencies, answer_bytes)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut answer_bytes = 0;
+    for stream in streams {
+        let (mut l, bytes) = stream.await.unwrap();
+        latencies.append(&mut l);
+        answer_bytes = bytes;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(orchestrator.0.id()) - cpu_before;
+    latencies.sort_by(f64::total_cmp);
+    Relay {
+        segments: latencies.len(),
+        seconds: elapsed,
+        orchestrator_cpu: cpu,
+        latencies,
+        segment_bytes: segment.len(),
+        answer_bytes,
+    }
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let config = lpgpu::tls::client_config(&[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(if benchmarking { 10.0 } else { 1.0 });
+
+    println!("placement (plain code), per operation:");
+    for members in [1, 100, 10_000] {
+        let (new_stream, pinned) = placement_cost(members);
+        println!(
+            "  {members:>6} members: new stream {:>9.2} µs, next segment of a pinned stream {:>6.2} µs",
+            new_stream * 1e6,
+            pinned * 1e6
+        );
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let relay = runtime.block_on(relay(seconds));
+    let rate = relay.segments as f64 / relay.seconds;
+    let cpu_per_segment = relay.orchestrator_cpu / relay.segments.max(1) as f64;
+    // Source in from the broadcaster and out to the member, the renditions
+    // back from the member and out to the broadcaster.
+    let through = 2 * relay.segment_bytes + 2 * relay.answer_bytes;
+    println!(
+        "relay: {STREAMS} streams, {MEMBERS} echo members, {:.1} s: {} segments, {rate:.1} segments/s",
+        relay.seconds, relay.segments
+    );
+    println!(
+        "  orchestrator CPU: {:.2} ms per relayed segment ({:.0} % of one core)",
+        cpu_per_segment * 1e3,
+        100.0 * relay.orchestrator_cpu / relay.seconds
+    );
+    println!(
+        "  latency p50 {:.1} ms, p95 {:.1} ms; {} bytes through the orchestrator per segment ({} in, {} answer)",
+        percentile(&relay.latencies, 0.5) * 1e3,
+        percentile(&relay.latencies, 0.95) * 1e3,
+        through,
+        relay.segment_bytes,
+        relay.answer_bytes
+    );
+    if cpu_per_segment > 0.0 {
+        println!(
+            "  one core relays {:.0} segments/s: {:.0} streams of 2 s segments",
+            1.0 / cpu_per_segment,
+            2.0 / cpu_per_segment
+        );
+    }
+    assert!(relay.segments > 0);
+}
