@@ -166,6 +166,7 @@ impl<'h> RemoteTranscoder<'h> {
             .args(["--orch-addr", &orchestrator.addr()])
             .args(["--orch-secret", secret])
             .args(["--max-sessions", &sessions.to_string()])
+            .args(["--name", &format!("rig-{host}")])
             .args(["--metrics-listen", &metrics])
             .env_remove("LPGPU_CONFIG")
             .stdout(Stdio::piped())
@@ -322,6 +323,14 @@ fn three_transcoders_on_three_hosts_serve_six_streams_and_losing_one_loses_no_se
     orchestrator.wait_for_members(3);
     let metrics = orchestrator.metrics();
     assert_eq!(series(&metrics, "lpgpu_pool_registrations_total "), 3);
+    // Members are named by their --name and address.
+    for rig in RIGS {
+        let label = format!(
+            "lpgpu_pool_member_capacity{{member=\"rig-{rig}@{}:",
+            hosts.address(rig)
+        );
+        assert!(metrics.contains(&label), "{label} in {metrics}");
+    }
     assert!(orchestrator.readyz().starts_with("ready"));
 
     // Six streams at once from the studio: five `lpgpu broadcast`s of 16 s

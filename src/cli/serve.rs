@@ -214,6 +214,10 @@ pub(crate) struct DialOutArgs {
     /// Seconds running tasks get to finish and post after SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     drain_seconds: u64,
+    /// A name for this rig in an lpgpu orchestrator's logs and metrics
+    /// (letters, digits, `.`, `-`, `_`; at most 64). go-livepeer ignores it.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 /// What a serving process transcodes with.
@@ -388,6 +392,12 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         "--orch-version {:?} is not a semver such as {GO_LIVEPEER_VERSION}",
         dial.orch_version
     );
+    if let Some(name) = &dial.name {
+        anyhow::ensure!(
+            crate::pool::service::valid_member_name(name),
+            "--name {name:?}: use letters, digits, '.', '-' and '_', at most 64"
+        );
+    }
     anyhow::ensure!(
         dial.orch_ping_seconds >= 1,
         "--orch-ping-seconds must be at least 1"
@@ -413,6 +423,7 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         expose_errors: slots.expose_errors,
         backoff: Default::default(),
         drain_timeout: Duration::from_secs(dial.drain_seconds),
+        name: dial.name,
     };
     runtime()?.block_on(async move {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)

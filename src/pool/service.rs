@@ -36,6 +36,18 @@ impl RegistrationService {
     }
 }
 
+/// The metadata key a member's name travels in (`lpgpu transcoder --name`).
+pub const MEMBER_NAME_METADATA: &str = "lpgpu-name";
+
+/// A name a member may report: 1–64 of letters, digits, `.`, `-`, `_`
+/// (it becomes a metrics label and a log field).
+pub fn valid_member_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 /// Whether `given` is the secret, in time that does not depend on where
 /// they differ.
 fn secret_matches(given: &str, secret: &str) -> bool {
@@ -59,9 +71,19 @@ impl Transcoder for RegistrationService {
                 "this node takes no remote transcoders: start it with --orch-secret SECRET|FILE",
             ));
         };
-        let peer = request
+        let address = request
             .remote_addr()
             .map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
+        // A reported name comes with the address: names need not be unique.
+        let peer = match request
+            .metadata()
+            .get(MEMBER_NAME_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .filter(|name| valid_member_name(name))
+        {
+            Some(name) => format!("{name}@{address}"),
+            None => address,
+        };
         let register = request.into_inner();
         if !secret_matches(&register.secret, pool.secret()) {
             tracing::warn!(%peer, "transcoder registration refused: invalid secret");
@@ -129,6 +151,15 @@ impl Transcoder for RegistrationService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_names_are_label_safe() {
+        assert!(valid_member_name("rig-7.room_b"));
+        assert!(!valid_member_name(""));
+        assert!(!valid_member_name("a b"));
+        assert!(!valid_member_name("quote\""));
+        assert!(!valid_member_name(&"x".repeat(65)));
+    }
 
     #[test]
     fn secrets_match_only_exactly() {

@@ -145,6 +145,9 @@ pub struct RemoteConfig {
     pub backoff: BackoffPolicy,
     /// After SIGTERM, running tasks get this long to finish and post.
     pub drain_timeout: Duration,
+    /// `--name`: sent as the `lpgpu-name` gRPC metadata so an lpgpu
+    /// orchestrator names this member by it (go-livepeer ignores it).
+    pub name: Option<String>,
 }
 
 impl fmt::Debug for RemoteConfig {
@@ -363,7 +366,14 @@ impl RemoteTranscoder {
             },
             _ = &mut *shutdown => return LinkEnd::Shutdown,
         };
-        let request = self.register_request();
+        let mut request = tonic::Request::new(self.register_request());
+        if let Some(name) = self.config.name.as_deref()
+            && let Ok(value) = name.parse()
+        {
+            request
+                .metadata_mut()
+                .insert(crate::pool::service::MEMBER_NAME_METADATA, value);
+        }
         let call = client.register_transcoder(request);
         tokio::pin!(call);
         let mut announced = false;
