@@ -76,6 +76,10 @@ struct Orchestrator<'h> {
 
 impl<'h> Orchestrator<'h> {
     fn start(world: &World, hosts: &'h Hosts, host: usize) -> Self {
+        Self::start_with(world, hosts, host, &["--orch-secret", SECRET])
+    }
+
+    fn start_with(world: &World, hosts: &'h Hosts, host: usize, mode: &[&str]) -> Self {
         let keystore = keystore(world, "orchestrator", &world.orchestrator);
         let metrics = format!("127.0.0.1:{}", free_port());
         let address = hosts.address(host);
@@ -94,7 +98,7 @@ impl<'h> Orchestrator<'h> {
                 "--chain",
                 &format!("ledger:{}", world.ledger_path().display()),
             ])
-            .args(["--orch-secret", SECRET])
+            .args(mode)
             .env("LPGPU_PASSWORD", PASSWORD)
             .env_remove("LPGPU_CONFIG")
             .stdout(Stdio::piped())
@@ -500,4 +504,80 @@ fn a_transcoder_written_from_the_spec_joins_and_serves_a_stream() {
     // the broadcaster sent a segment again).
     assert!(ok >= 3, "{lines:?}");
     drop(fake);
+}
+
+#[test]
+fn the_orchestrator_side_meets_an_independent_checker_written_from_the_spec() {
+    let hosts = Hosts::loopback(1);
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world, &hosts, 0);
+    let without_pool = Orchestrator::start_with(
+        &world,
+        &hosts,
+        0,
+        &["--transcoder-uri", "https://localhost:9"],
+    );
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ot_orchestrator_checks.py");
+    let mut checker = Command::new(python())
+        .arg(script)
+        .args(["--orch-addr", &orchestrator.addr()])
+        .args(["--secret", SECRET, "--no-pool-addr", &without_pool.addr()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(checker.stdout.take().unwrap()).lines();
+    let checker = Process(checker);
+    let mut said = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push(line.clone());
+        assert!(!line.starts_with("FAIL"), "{said:#?}");
+        if line == "waiting for a task" {
+            break;
+        }
+    }
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("waiting for a task"),
+        "{said:#?}"
+    );
+    // One segment for the checker, which answers it with a broken body.
+    let input = world.dir.path().join("clip.ts");
+    make_clip(&input, 2);
+    let job = world.job(PROFILES, 1_000_000);
+    let out = world.dir.path().join("hls");
+    let broadcaster = Process(broadcast(
+        &world,
+        &hosts,
+        0,
+        job,
+        &orchestrator.uri(),
+        &input,
+        &out,
+    ));
+    for line in lines {
+        let line = line.unwrap();
+        said.push(line.clone());
+        assert!(!line.starts_with("FAIL"), "{said:#?}");
+    }
+    println!("{}", said.join("\n"));
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("orchestrator checks passed"),
+        "{said:#?}"
+    );
+    let metrics = orchestrator.metrics();
+    assert!(
+        series(&metrics, "lpgpu_pool_tasks_total{result=\"member_error\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        series(
+            &metrics,
+            "lpgpu_pool_registrations_refused_total{reason=\"secret\"}"
+        ) >= 2
+    );
+    drop((broadcaster, checker));
 }
