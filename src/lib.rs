@@ -19,6 +19,7 @@
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
+//! | [`status`] | `/status` (JSON from the metrics registry and a minute of samples, plain) and `/`, a self-contained page over it |
 //! | [`server`] | one TLS listener serving gRPC and HTTP, the metrics listener, graceful shutdown |
 //! | [`cli`] | the `lpgpu` command line: flags, environment, config file (`anyhow` lives here) |
 //!
@@ -48,6 +49,7 @@ pub mod pool;
 pub mod proto;
 pub mod protocol;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod transcoder;

@@ -197,15 +197,20 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `/metrics` (Prometheus text format), `/healthz` and `/readyz` over
-/// plain HTTP on its own listener, until `shutdown` completes. Without a
+/// Serves `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and
+/// for people `/status` (JSON) and `/` (a page over it) on plain HTTP on its
+/// own listener, until `shutdown` completes. Without a
 /// `readiness`, `/readyz` is `/healthz`.
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: crate::metrics::Metrics,
+    role: &'static str,
     readiness: Option<Arc<dyn Readiness>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let board = crate::status::StatusBoard::new(role, metrics.clone());
+    board.sample();
+    board.start_sampler();
     let render = move || {
         let metrics = metrics.clone();
         async move {
@@ -215,7 +220,28 @@ pub async fn serve_metrics(
             )
         }
     };
-    let router = Router::new().route("/metrics", axum::routing::get(render));
+    let ready = readiness.clone();
+    let status = move || {
+        let board = board.clone();
+        let ready = ready.clone();
+        async move {
+            let verdict = ready.as_ref().map_or(Ok(()), |r| r.readiness());
+            (
+                [(http::header::CACHE_CONTROL, "no-store")],
+                axum::Json(board.status(verdict)),
+            )
+        }
+    };
+    let page = || async {
+        (
+            [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::status::PAGE,
+        )
+    };
+    let router = Router::new()
+        .route("/metrics", axum::routing::get(render))
+        .route("/status", axum::routing::get(status))
+        .route("/", axum::routing::get(page));
     let router = router.route("/healthz", axum::routing::get(crate::transcoder::healthz));
     let router = match readiness {
         Some(readiness) => router.route(

@@ -97,6 +97,11 @@ impl SegmentStore {
         (at.elapsed() <= self.limits.retention).then(|| data.clone())
     }
 
+    /// Forgets `name` (its bytes are free at once).
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }

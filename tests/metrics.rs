@@ -78,6 +78,7 @@ async fn metrics_count_real_traffic_and_pass_promtool() {
     let server = tokio::spawn(lpgpu::server::serve_metrics(
         listener,
         node.transcoder.metrics().clone(),
+        "node",
         Some(node.transcoder.clone()),
         async {
             let _ = stopped.await;

@@ -581,3 +581,100 @@ fn the_orchestrator_side_meets_an_independent_checker_written_from_the_spec() {
     );
     drop((broadcaster, checker));
 }
+
+/// `/status` as a client reads it: the fields and their types.
+fn check_status_schema(status: &serde_json::Value) {
+    let object = |v: &serde_json::Value, what: &str| {
+        assert!(v.is_object(), "{what} is not an object: {status}");
+    };
+    object(status, "the document");
+    for (key, kind) in [
+        ("role", "string"),
+        ("version", "string"),
+        ("ready", "bool"),
+        ("backends", "array"),
+        ("slots", "object"),
+        ("gpus", "array"),
+        ("last_minute", "object"),
+        ("totals", "object"),
+        ("realtime_ratio", "number"),
+    ] {
+        let v = &status[key];
+        let ok = match kind {
+            "string" => v.is_string(),
+            "bool" => v.is_boolean(),
+            "array" => v.is_array(),
+            "object" => v.is_object(),
+            _ => v.is_number(),
+        };
+        assert!(ok, "{key} is not a {kind}: {status}");
+    }
+    for key in ["in_use", "total"] {
+        assert!(status["slots"][key].is_number(), "slots.{key}: {status}");
+    }
+    for key in ["segments", "rejections"] {
+        assert!(
+            status["last_minute"][key].is_number(),
+            "last_minute.{key}: {status}"
+        );
+    }
+    assert!(status["last_minute"]["errors_by_code"].is_object());
+}
+
+#[test]
+fn the_status_page_shows_the_pool_in_headless_chromium() {
+    let hosts = Hosts::loopback(1);
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world, &hosts, 0);
+    let _member = RemoteTranscoder::start(&orchestrator, &hosts, 0, SECRET, 2);
+    orchestrator.wait_for_members(1);
+    let status: serde_json::Value =
+        serde_json::from_str(&hosts.http_get(0, &orchestrator.metrics, "/status")).unwrap();
+    check_status_schema(&status);
+    assert_eq!(status["role"], "orchestrator");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["pool"]["members"], 1.0);
+    let member = status["pool"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"].as_str().unwrap().starts_with("rig-0@"))
+        .unwrap_or_else(|| panic!("no rig-0 in {status}"));
+    assert_eq!(member["capacity"], 2.0);
+
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and tests/browser's playwright-core: run .ci/setup"
+    );
+    let shot = world.dir.path().join("status.png");
+    let out = Command::new("node")
+        .arg(browser.join("status_page.mjs"))
+        .arg(format!("http://{}/", orchestrator.metrics))
+        .arg(&shot)
+        .arg("rig-0@")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
+    println!("{seen}");
+    assert_eq!(seen["role"], "orchestrator");
+    assert_eq!(seen["ready"], "ready");
+    assert!(seen["pool"].as_str().unwrap().contains("rig-0@"), "{seen}");
+    assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
+    // A page with its cards drawn is tens of kilobytes; a blank one a few.
+    assert!(
+        seen["screenshot_bytes"].as_u64().unwrap() > 20_000,
+        "{seen}"
+    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 20_000);
+    if let Some(keep) = std::env::var_os("LPGPU_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}

@@ -452,6 +452,7 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         let metrics_server = tokio::spawn(serve_metrics(
             metrics_listener,
             metrics,
+            "transcoder (dial-out)",
             Some(readiness),
             wait(stopped.clone()),
         ));
@@ -658,6 +659,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let metrics_server = tokio::spawn(serve_metrics(
             metrics_listener,
             metrics,
+            role_name,
             transcoder.clone().map(|t| t as Arc<dyn Readiness>),
             wait(stopped.clone()),
         ));

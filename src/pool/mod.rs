@@ -319,6 +319,9 @@ impl Pool {
             .filter(|(_, i, _)| !i.local)
             .count();
         self.metrics.pool.members.set(remote as i64);
+        // A pool's slots are its members' streams.
+        let capacity: usize = state.placement.members().map(|(_, i, _)| i.capacity).sum();
+        self.metrics.transcode_slots.set(capacity as i64);
         for (_, info, streams) in state.placement.members() {
             let pool = &self.metrics.pool;
             pool.capacity
@@ -457,13 +460,21 @@ impl Pool {
             force_session_reinit: false,
             orch_id: &self.config.orch_id,
         });
-        if sender.try_send(Ok(notify)).is_err() {
+        if let Err(error) = sender.try_send(Ok(notify)) {
             self.lock().tasks.remove(&task_id);
-            return Err(AttemptError::Disconnected);
+            return Err(match error {
+                mpsc::error::TrySendError::Closed(_) => AttemptError::Disconnected,
+                // Its queue is full: it is behind, not gone.
+                mpsc::error::TrySendError::Full(_) => {
+                    AttemptError::Member("the member's notification queue is full".into())
+                }
+            });
         }
         let outcome = tokio::time::timeout(deadline, answer).await;
-        // Whatever happened, no later upload for this task is accepted.
+        // Whatever happened, no later upload for this task is accepted, and
+        // the segment is no longer offered.
         self.lock().tasks.remove(&task_id);
+        self.segments.remove(&name);
         match outcome {
             Err(_) => Err(AttemptError::Late),
             Ok(Err(_)) => Err(AttemptError::Disconnected),
