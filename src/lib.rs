@@ -16,8 +16,9 @@
 //! | [`pool`] | the orchestrator's pool of remote transcoders (`--orch-secret`): placement and the wire of a task as plain code ([`pool::placement`], [`pool::relay`]); the waiting, retries and evictions; `RegisterTranscoder` ([`pool::service`]); `/stream/…/….tempfile` and `/transcodeResults` ([`pool::http`]) |
 //! | [`transcoder`] | `/segment` verification (plain), the handler (local slots, or placement in the pool), `/healthz`, `/readyz`; [`transcoder::remote`]: the dial-out mode (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) |
 //! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
-//! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output |
+//! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output, the ladder's player page ([`broadcaster::player`]) |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
+//! | [`plot`] | the SVG sizing plot of `lpgpu bench --plot` (plain string building) |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
 //! | [`status`] | `/status` (JSON from the metrics registry and a minute of samples, plain) and `/`, a self-contained page over it |
 //! | [`server`] | one TLS listener serving gRPC and HTTP, the metrics listener, graceful shutdown |
@@ -45,6 +46,7 @@ pub mod eth;
 pub mod metrics;
 pub mod orchestrator;
 pub mod pipeline;
+pub mod plot;
 pub mod pool;
 pub mod proto;
 pub mod protocol;

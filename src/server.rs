@@ -257,3 +257,86 @@ pub async fn serve_metrics(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// The content type of a file the demo's folder holds.
+fn folder_content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "mp4" => "video/mp4",
+        "js" => "text/javascript; charset=utf-8",
+        "map" | "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Whether `name` is a plain file name in the folder (no path, no dot file).
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Serves the files directly inside `dir` over plain HTTP (`GET /NAME`;
+/// `/` is `index.html`) until `shutdown` completes: the demo's ladder for a
+/// browser. Nothing outside `dir`, no listings.
+pub async fn serve_folder(
+    listener: TcpListener,
+    dir: std::path::PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let dir = Arc::new(dir);
+    let file = move |axum::extract::Path(name): axum::extract::Path<String>| {
+        let dir = dir.clone();
+        async move { folder_file(&dir, &name).await }
+    };
+    let router = Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/index.html") }),
+        )
+        .route("/{name}", axum::routing::get(file));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn folder_file(dir: &std::path::Path, name: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !is_plain_file_name(name) {
+        return (http::StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    match tokio::fs::read(dir.join(name)).await {
+        Ok(data) => (
+            [
+                (http::header::CONTENT_TYPE, folder_content_type(name)),
+                (http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            data,
+        )
+            .into_response(),
+        Err(_) => (http::StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod folder_tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_in_the_folder_are_served() {
+        assert!(is_plain_file_name("index.html"));
+        assert!(is_plain_file_name("abc_3.ts"));
+        for bad in ["", ".git", "../etc", "a/b", "%2e%2e", "x y"] {
+            assert!(!is_plain_file_name(bad), "{bad}");
+        }
+        assert_eq!(
+            folder_content_type("a.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(folder_content_type("a.ts"), "video/mp2t");
+    }
+}

@@ -154,3 +154,65 @@ fn test_clip_writes_a_clip_bench_can_use_and_refuses_bad_sizes() {
     assert_eq!((codec.as_str(), width, height), ("h264", 320, 180));
     assert!((seconds - 2.0).abs() < 0.1, "{seconds}");
 }
+
+#[test]
+fn a_sweep_draws_its_sizing_plot_as_svg_with_the_baseline() {
+    let clip = common::clip("h264_360p_6s.ts");
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("sizing.svg");
+    let json: serde_json::Value = serde_json::from_str(&bench(&[
+        "--input",
+        clip.to_str().unwrap(),
+        "--segments",
+        "1",
+        "--concurrency",
+        "1..2",
+        "--baseline",
+        "ffmpeg",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    // An XML parser nobody here wrote must take it as an SVG document.
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as ET; r = ET.parse(sys.argv[1]).getroot(); \
+             print(r.tag, len(r.findall('.//{http://www.w3.org/2000/svg}polyline')))",
+        ])
+        .arg(&plot)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&parsed.stdout);
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    // Two curves: lpgpu's and the ffmpeg CLI's.
+    assert_eq!(said.trim(), "{http://www.w3.org/2000/svg}svg 2", "{svg}");
+    assert!(svg.contains("sizing rule 0.8"));
+    assert_eq!(
+        json["baseline_sweep"].as_array().unwrap().len(),
+        json["sweep"].as_array().unwrap().len()
+    );
+    match json["max_concurrency"].as_u64() {
+        Some(n) => assert!(svg.contains(&format!("chosen: {n} sessions")), "{svg}"),
+        None => assert!(svg.contains("no session count stays within 0.8"), "{svg}"),
+    }
+}
+
+#[test]
+fn plot_needs_a_sweep() {
+    let clip = common::clip("h264_360p_6s.ts");
+    let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["bench", "--backend", "cpu", "--input"])
+        .arg(&clip)
+        .args(["--plot", "/tmp/never.svg"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plot draws a sweep"));
+}

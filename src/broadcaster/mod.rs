@@ -8,6 +8,7 @@
 //! A segment that still fails is reported and skipped, never silently.
 
 pub mod hls;
+pub mod player;
 pub mod upload;
 
 use std::collections::VecDeque;
@@ -401,6 +402,8 @@ struct Ladder<'a> {
     master_path: PathBuf,
     master_written: bool,
     playlists: Vec<MediaPlaylist>,
+    /// What the player page lists, once the master is written.
+    variants: Vec<Variant>,
     summary: Summary,
 }
 
@@ -431,7 +434,32 @@ impl Ladder<'_> {
                 }
             })
             .collect();
-        write_file(self.master_path.clone(), master_playlist(&variants)).await?;
+        let master = master_playlist(&variants);
+        write_file(self.master_path.clone(), &master).await?;
+        // The player page's stable names: the master's copy, and hls.js.
+        // They are a convenience: failing to write them (a full disk) is a
+        // warning, never a lost segment.
+        if let Err(e) = write_file(self.out.join(player::MASTER_ALIAS), &master).await {
+            tracing::warn!("{} was not written: {e}", player::MASTER_ALIAS);
+        }
+        match player::hls_js_source() {
+            Some(source) => {
+                let copied = match tokio::fs::read(&source).await {
+                    Ok(script) => write_file(self.out.join(player::HLS_JS), script)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = copied {
+                    tracing::warn!(source = %source.display(),
+                        "hls.js not copied ({e}): index.html plays only where the browser has HLS");
+                }
+            }
+            None => tracing::warn!(
+                "hls.js not found (run .ci/setup, or set LPGPU_HLSJS): index.html plays only where the browser has HLS"
+            ),
+        }
+        self.variants = variants;
         self.master_written = true;
         Ok(())
     }
@@ -477,6 +505,37 @@ impl Ladder<'_> {
         for (playlist, profile) in self.playlists.iter().zip(&self.broadcaster.profiles) {
             write_file(self.playlist_path(profile), playlist.render()).await?;
         }
+        self.write_player().await
+    }
+
+    /// `index.html`, with the segment counts so far.
+    async fn write_player(&self) -> Result<(), BroadcastError> {
+        if !self.master_written {
+            return Ok(());
+        }
+        let renditions: Vec<player::PlayerRendition> = self
+            .variants
+            .iter()
+            .zip(&self.broadcaster.profiles)
+            .zip(&self.playlists)
+            .map(|((variant, profile), playlist)| player::PlayerRendition {
+                name: profile.name.to_string(),
+                width: variant.width,
+                height: variant.height,
+                bitrate_bps: profile.bitrate_bps,
+                playlist: format!("{}.m3u8", variant.stream_id),
+                segments: playlist.len(),
+            })
+            .collect();
+        let title = format!("lpgpu ladder: {} renditions", renditions.len());
+        let written = write_file(
+            self.out.join(player::PAGE),
+            player::page(&title, &renditions),
+        )
+        .await;
+        if let Err(e) = written {
+            tracing::warn!("the player page was not written: {e}");
+        }
         Ok(())
     }
 }
@@ -516,6 +575,7 @@ pub async fn broadcast(
         out,
         master_path: master_path.clone(),
         master_written: false,
+        variants: Vec::new(),
         playlists: broadcaster
             .profiles
             .iter()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::transcode::PipelineArgs;
@@ -54,9 +54,14 @@ pub(crate) struct BenchArgs {
     /// Print one CSV line per segment (timestamp,session,segment,seg_dur,transcode_time,frames).
     #[arg(long)]
     csv: bool,
-    /// Also run the same workload through this tool and report the ratio.
+    /// Also run the same workload through this tool and report the ratio
+    /// (in a sweep: at every step, drawn with --plot).
     #[arg(long, value_enum, value_name = "TOOL")]
     baseline: Option<BaselineTool>,
+    /// With --concurrency A..B: draw the real-time ratio against sessions,
+    /// the 0.8 line and the chosen count, to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
@@ -81,12 +86,21 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     let segments = load_segments(&config.input, config.segment_seconds)?;
     tracing::info!(segments = segments.len(), input = %config.input.display(), "input segmented");
     if args.concurrency.from != args.concurrency.to {
-        anyhow::ensure!(
-            !args.csv && args.baseline.is_none(),
-            "a sweep takes neither --csv nor --baseline"
+        anyhow::ensure!(!args.csv, "a sweep takes no --csv");
+        return sweep(
+            backend,
+            config,
+            &segments,
+            args.concurrency,
+            args.json,
+            args.baseline.is_some(),
+            args.plot.as_deref(),
         );
-        return sweep(backend, config, &segments, args.concurrency, args.json);
     }
+    anyhow::ensure!(
+        args.plot.is_none(),
+        "--plot draws a sweep: give --concurrency A..B"
+    );
 
     let total = config.segments * config.concurrency;
     let done = AtomicUsize::new(0);
@@ -132,18 +146,22 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
 }
 
 /// Runs the workload at each concurrency of `range`, stopping once the ratio
-/// passes the sizing rule (more sessions only get slower).
+/// passes the sizing rule (more sessions only get slower); with `baseline`,
+/// the ffmpeg CLI at each step too.
 fn sweep(
     backend: std::sync::Arc<dyn Backend>,
     mut config: BenchConfig,
     segments: &[Segment],
     range: ConcurrencyRange,
     json: bool,
+    baseline: bool,
+    plot: Option<&std::path::Path>,
 ) -> Result<()> {
     let mut steps = Vec::new();
+    let mut baseline_steps: Vec<(usize, f64)> = Vec::new();
     for concurrency in range.from..=range.to {
         config.concurrency = concurrency;
-        let report = run(backend.clone(), &config, segments, &|_| {})?;
+        let mut report = run(backend.clone(), &config, segments, &|_| {})?;
         let step = SweepStep {
             concurrency,
             realtime_ratio: report.realtime_ratio,
@@ -151,9 +169,21 @@ fn sweep(
             p50_ms: report.p50_ms,
             p95_ms: report.p95_ms,
         };
+        let baseline_ratio = if baseline {
+            report.add_baseline(run_ffmpeg_baseline(&config, segments)?);
+            report.baseline.as_ref().map(|b| b.realtime_ratio)
+        } else {
+            None
+        };
+        if let Some(ratio) = baseline_ratio {
+            baseline_steps.push((concurrency, ratio));
+        }
         if !json {
+            let against = baseline_ratio
+                .map(|r| format!(" (ffmpeg CLI {r:.3})"))
+                .unwrap_or_default();
             println!(
-                "concurrency {:>3}: real-time ratio {:.3}, {:.2} segments/s, p95 {:.0} ms",
+                "concurrency {:>3}: real-time ratio {:.3}{against}, {:.2} segments/s, p95 {:.0} ms",
                 step.concurrency, step.realtime_ratio, step.segments_per_second, step.p95_ms
             );
         }
@@ -172,6 +202,10 @@ fn sweep(
             "sizing_ratio": SIZING_RATIO,
             "max_concurrency": limit,
             "sweep": steps,
+            "baseline_sweep": baseline_steps
+                .iter()
+                .map(|(c, r)| serde_json::json!({ "concurrency": c, "realtime_ratio": r }))
+                .collect::<Vec<_>>(),
             "machine": machine(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -183,6 +217,37 @@ fn sweep(
             None => println!(
                 "even one session exceeds a real-time ratio of {SIZING_RATIO} on this machine"
             ),
+        }
+    }
+    if let Some(path) = plot {
+        let m = machine();
+        let title = format!(
+            "lpgpu bench: {} backend on {} ({} cores)",
+            backend.name(),
+            m.cpu,
+            m.cores
+        );
+        let points: Vec<(usize, f64)> = steps
+            .iter()
+            .map(|s| (s.concurrency, s.realtime_ratio))
+            .collect();
+        let svg = crate::plot::SizingPlot {
+            title: &title,
+            lpgpu: crate::plot::Curve {
+                label: "lpgpu",
+                points: &points,
+            },
+            baseline: (!baseline_steps.is_empty()).then_some(crate::plot::Curve {
+                label: "ffmpeg CLI (same ladder)",
+                points: &baseline_steps,
+            }),
+            rule: SIZING_RATIO,
+            chosen: limit,
+        }
+        .svg();
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        if !json {
+            println!("plot: {}", path.display());
         }
     }
     Ok(())

@@ -43,6 +43,10 @@ pub(crate) struct DemoArgs {
         default_value = "P720p30fps16x9,P360p30fps16x9,P240p30fps16x9"
     )]
     profiles: String,
+    /// Afterwards, serve the ladder's folder over HTTP on this loopback
+    /// address (default 127.0.0.1:8080) for a browser, until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    serve: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
@@ -176,13 +180,40 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
 
     println!("\n{summary} on the {backend_name} backend");
     println!(
-        "HLS ladder: {} (play it with ffplay or VLC)",
-        summary.master_playlist.display()
+        "HLS ladder: {} (play it with ffplay or VLC, or open {} in a browser)",
+        summary.master_playlist.display(),
+        args.out.join(crate::broadcaster::player::PAGE).display()
     );
     anyhow::ensure!(
         summary.all_delivered(),
         "{} segments were not transcoded",
         summary.failed.len()
     );
+    if let Some(addr) = args.serve {
+        // Keys, ledger and clip are gone before the folder is served.
+        drop(scratch);
+        serve_ladder(addr, args.out)?;
+    }
     Ok(())
+}
+
+/// `--serve`: the ladder's folder over HTTP on loopback, until Ctrl-C.
+fn serve_ladder(addr: std::net::SocketAddr, out: PathBuf) -> Result<()> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "--serve {addr}: the demo serves on loopback only (127.0.0.1 or ::1)"
+    );
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --serve {addr}"))?;
+        let local = listener.local_addr()?;
+        println!(
+            "serving {} at http://{local}/index.html (Ctrl-C to stop)",
+            out.display()
+        );
+        crate::server::serve_folder(listener, out, crate::server::shutdown_signal())
+            .await
+            .context("serving the ladder")
+    })
 }
