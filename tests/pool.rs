@@ -230,7 +230,9 @@ fn broadcast(
         .arg(input)
         .arg("--out")
         .arg(out)
-        .args(["--max-in-flight", "1"])
+        // Two uploads in flight (the default): the pool serves a stream's
+        // segments one at a time, the second waiting for the first.
+        .args(["--max-in-flight", "2"])
         .env("LPGPU_PASSWORD", PASSWORD)
         .env_remove("LPGPU_CONFIG")
         .stdout(Stdio::piped())

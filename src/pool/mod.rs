@@ -142,6 +142,8 @@ pub struct Pool {
     segments: SegmentStore,
     metrics: Metrics,
     next_task: AtomicI64,
+    /// Woken whenever a stream's segment is done.
+    finished: tokio::sync::Notify,
 }
 
 /// How one attempt ended, when it did not give renditions.
@@ -178,6 +180,7 @@ impl Pool {
             state: Mutex::new(state),
             metrics,
             next_task: AtomicI64::new(1),
+            finished: tokio::sync::Notify::new(),
         });
         pool.publish_members();
         pool
@@ -333,6 +336,19 @@ impl Pool {
         }
     }
 
+    /// One member's load gauge (per segment, so it costs the same with
+    /// 10,000 members; membership changes publish everything).
+    fn publish_load(&self, member: MemberId) {
+        let state = self.lock();
+        if let Some((info, streams)) = state.placement.member(member) {
+            self.metrics
+                .pool
+                .load
+                .with_label_values(&[&info.name])
+                .set(streams as i64);
+        }
+    }
+
     fn end_idle_streams(&self, now: Instant) {
         let ended = {
             let mut state = self.lock();
@@ -369,14 +385,32 @@ impl Pool {
     }
 
     /// Claims a place for the next segment of `stream` before its body is
-    /// read: a full pool answers at once.
-    pub fn reserve(
+    /// read: a full pool answers at once. A segment of a stream that has one
+    /// in flight waits for it, up to `patience` (one segment at a time per
+    /// stream, as go-livepeer sends them; a broadcaster that pipelines its
+    /// uploads is served in order rather than refused).
+    pub async fn reserve(
         self: &Arc<Self>,
         stream: &str,
         needs: JobNeeds,
+        patience: Duration,
     ) -> Result<Reservation, PoolError> {
-        let placed = self.place(stream, &needs, &[])?;
-        self.publish_members();
+        let until = tokio::time::Instant::now() + patience;
+        let placed = loop {
+            // Registered before the attempt, so a finish in between is seen.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            match self.place(stream, &needs, &[]) {
+                Err(PoolError::StreamBusy) => {
+                    if tokio::time::timeout_at(until, finished).await.is_err() {
+                        return Err(PoolError::StreamBusy);
+                    }
+                }
+                other => break other?,
+            }
+        };
+        self.publish_load(placed.member);
         Ok(Reservation {
             pool: self.clone(),
             stream: stream.to_string(),
@@ -512,6 +546,11 @@ impl Pool {
     /// Counts a failed attempt against its member; evicts it when gone or
     /// late twice in a row.
     fn blame(&self, member: MemberId, error: &AttemptError) {
+        // The node's own backend cannot leave: a slow or failed local
+        // transcode is retried elsewhere, but the member stays.
+        if self.local.as_ref().is_some_and(|(id, _)| *id == member) {
+            return;
+        }
         match error {
             AttemptError::Late => {
                 let verdict = self.lock().placement.late(member);
@@ -703,6 +742,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         // The stream may send its next segment (to the same member).
         self.pool.lock().placement.finish(&self.stream);
-        self.pool.publish_members();
+        self.pool.finished.notify_waiters();
+        if let Some(placed) = &self.placed {
+            self.pool.publish_load(placed.member);
+        }
     }
 }

@@ -135,6 +135,11 @@ impl Placement {
         self.members.get(&id).map(|m| &m.info)
     }
 
+    /// A member's info and pinned streams.
+    pub fn member(&self, id: MemberId) -> Option<(&MemberInfo, usize)> {
+        self.members.get(&id).map(|m| (&m.info, m.streams))
+    }
+
     /// (id, info, pinned streams) of every member.
     pub fn members(&self) -> impl Iterator<Item = (MemberId, &MemberInfo, usize)> {
         self.members.iter().map(|(id, m)| (*id, &m.info, m.streams))

@@ -425,8 +425,12 @@ impl Transcoder {
                     capabilities: crate::pool::relay::job_capabilities(&specs),
                     min_version: None,
                 };
+                // A segment of a stream already in flight waits its turn,
+                // within the time its body may take.
+                let patience = self.config.request_timeout;
                 Admission::Pool(
-                    pool.reserve(&stream, needs)
+                    pool.reserve(&stream, needs, patience)
+                        .await
                         .map_err(|_| Rejection::Busy(pool.capacity()))?,
                 )
             }
