@@ -144,6 +144,9 @@ pub struct PoolMetrics {
     pub evictions: IntCounterVec,
     /// Seconds from placing a segment to holding its renditions.
     pub relay_seconds: Histogram,
+    /// `/transcodeResults` uploads by outcome: renditions, error,
+    /// unknown_task, ignored, broken_body, or the refusal's label.
+    pub result_uploads: IntCounterVec,
 }
 
 impl PoolMetrics {
@@ -204,6 +207,11 @@ impl PoolMetrics {
                     "Seconds from placing a segment on a member to holding its renditions.",
                 ))
                 .expect("valid metric"),
+            ),
+            result_uploads: r.counter(
+                "lpgpu_pool_result_uploads_total",
+                "/transcodeResults uploads by outcome (renditions, error, unknown_task, ignored, broken_body, bad_authorization, bad_credentials, bad_content_type, bad_task_id, bad_pixels).",
+                &["outcome"],
             ),
         }
     }

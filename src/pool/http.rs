@@ -53,6 +53,15 @@ fn text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
+/// `lpgpu_pool_result_uploads_total{outcome}`.
+fn count(pool: &Pool, outcome: &str) {
+    pool.metrics()
+        .pool
+        .result_uploads
+        .with_label_values(&[outcome])
+        .inc();
+}
+
 /// Reads and discards a body, within the upload timeout.
 async fn discard(pool: &Pool, mut body: Body) {
     let _ = tokio::time::timeout(pool.config.upload_timeout, async {
@@ -86,6 +95,7 @@ async fn post_results(State(pool): State<Arc<Pool>>, headers: HeaderMap, body: B
                 status = rejection.status(),
                 "result upload refused: {rejection}"
             );
+            count(&pool, rejection.label());
             discard(&pool, body).await;
             let status =
                 StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -109,9 +119,8 @@ async fn post_results(State(pool): State<Arc<Pool>>, headers: HeaderMap, body: B
             })
             .await;
             let text = String::from_utf8_lossy(&collected).trim().to_string();
-            if read.is_ok() {
-                pool.deliver(task_id, Delivered::Error(text));
-            }
+            let delivered = read.is_ok() && pool.deliver(task_id, Delivered::Error(text));
+            count(&pool, if delivered { "error" } else { "unknown_task" });
             (StatusCode::OK, "").into_response()
         }
         ResultBody::Ignored {
@@ -119,6 +128,7 @@ async fn post_results(State(pool): State<Arc<Pool>>, headers: HeaderMap, body: B
             media_type,
         } => {
             tracing::debug!(task = task_id, %media_type, "result with an unknown content type ignored");
+            count(&pool, "ignored");
             discard(&pool, body).await;
             (StatusCode::OK, "").into_response()
         }
@@ -130,6 +140,7 @@ async fn post_results(State(pool): State<Arc<Pool>>, headers: HeaderMap, body: B
                     task = task_id,
                     "result for a task no attempt waits for: dropped"
                 );
+                count(&pool, "unknown_task");
                 discard(&pool, body).await;
                 return (StatusCode::OK, "").into_response();
             }
@@ -155,11 +166,20 @@ async fn post_results(State(pool): State<Arc<Pool>>, headers: HeaderMap, body: B
             let parts = read.and_then(|()| reader.finish().map_err(|e| e.to_string()));
             match parts {
                 Ok(parts) => {
-                    pool.deliver(task_id, Delivered::Renditions { parts });
+                    let delivered = pool.deliver(task_id, Delivered::Renditions { parts });
+                    count(
+                        &pool,
+                        if delivered {
+                            "renditions"
+                        } else {
+                            "unknown_task"
+                        },
+                    );
                     (StatusCode::OK, "").into_response()
                 }
                 Err(why) => {
                     tracing::warn!(task = task_id, "result body unreadable: {why}");
+                    count(&pool, "broken_body");
                     pool.deliver(
                         task_id,
                         Delivered::Error(format!("{TRANSCODING_ERROR}: unreadable result ({why})")),

@@ -59,6 +59,17 @@ pub enum ResultRejection {
 }
 
 impl ResultRejection {
+    /// A stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ResultRejection::BadAuthorization => "bad_authorization",
+            ResultRejection::BadCredentials => "bad_credentials",
+            ResultRejection::BadContentType => "bad_content_type",
+            ResultRejection::BadTaskId => "bad_task_id",
+            ResultRejection::BadPixels => "bad_pixels",
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ResultRejection::BadAuthorization | ResultRejection::BadCredentials => 401,
