@@ -461,18 +461,22 @@ impl Pool {
         }
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}/{seq}.tempfile", placed.session);
+        let Some(sender) = self
+            .lock()
+            .links
+            .get(&placed.member)
+            .map(|link| link.sender.clone())
+        else {
+            return Err(AttemptError::Disconnected);
+        };
         if !self.segments.insert(name.clone(), segment.clone()) {
             return Err(AttemptError::Member(
                 "the segment is larger than the whole segment store".into(),
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let sender = {
+        {
             let mut state = self.lock();
-            let Some(link) = state.links.get(&placed.member) else {
-                return Err(AttemptError::Disconnected);
-            };
-            let sender = link.sender.clone();
             state.tasks.insert(
                 task_id,
                 PendingTask {
@@ -480,8 +484,7 @@ impl Pool {
                     reply,
                 },
             );
-            sender
-        };
+        }
         let duration = Duration::from_secs_f64(facts.seconds.clamp(0.0, 300.0));
         let notify = notify_segment(&TaskRequest {
             task_id,
@@ -496,6 +499,7 @@ impl Pool {
         });
         if let Err(error) = sender.try_send(Ok(notify)) {
             self.lock().tasks.remove(&task_id);
+            self.segments.remove(&name);
             return Err(match error {
                 mpsc::error::TrySendError::Closed(_) => AttemptError::Disconnected,
                 // Its queue is full: it is behind, not gone.
