@@ -19,15 +19,15 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use common::{Killed, first_line, free_port, metric as series};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use lpgpu::eth::keccak256;
-use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
 use lpgpu::pool::placement::{JobNeeds, MemberInfo, Placement};
 use lpgpu::protocol::capabilities::CapabilitySet;
 use lpgpu::protocol::{SegmentHeader, encode_segment_header, mint_credentials};
@@ -107,31 +107,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line
-}
-
-fn series(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
@@ -146,14 +121,6 @@ fn http_get(addr: &str, path: &str) -> String {
     text
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Relay {
     segments: usize,
     seconds: f64,
@@ -165,10 +132,7 @@ struct Relay {
 
 async fn relay(seconds: f64) -> Relay {
     let world = common::World::new(1.0);
-    let keystore = world.dir.path().join("orchestrator");
-    KeystoreDir::new(&keystore)
-        .create(&world.orchestrator, b"pw", KdfStrength::Light)
-        .unwrap();
+    let keystore = common::keystore(&world, "orchestrator", &world.orchestrator, "pw");
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(release_binary())
         .args(["orchestrator", "--hostname", "localhost"])

@@ -144,3 +144,19 @@ fn the_demo_serves_a_player_page_that_plays_every_rendition() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+#[test]
+fn serve_refuses_an_address_off_loopback_before_the_demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["demo", "--serve", "0.0.0.0:8080"])
+        .current_dir(dir.path())
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+    // Nothing ran: no ladder was written.
+    assert!(!dir.path().join("demo-out").exists());
+}

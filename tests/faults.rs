@@ -10,31 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{World, clip, https_request};
+use common::{World, clip, free_port, https_request};
 use http_body_util::Full;
 use lpgpu::eth::keccak256;
-use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
 use lpgpu::protocol::{SegmentHeader, encode_segment_header, mint_credentials};
 
 const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
 const PASSWORD: &str = "pw";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn keystore(world: &World, name: &str, key: &lpgpu::eth::PrivateKey) -> PathBuf {
-    let dir = world.dir.path().join(name);
-    if !dir.exists() {
-        KeystoreDir::new(&dir)
-            .create(key, PASSWORD.as_bytes(), KdfStrength::Light)
-            .unwrap();
-    }
-    dir
+    common::keystore(world, name, key, PASSWORD)
 }
 
 /// `lpgpu node` as its own process on a given port.
@@ -128,11 +113,7 @@ impl Drop for NodeProcess {
 }
 
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    common::metric(metrics, series) as u64
 }
 
 fn signed_upload(world: &World, job: u64, seq: u64, body: &Bytes) -> http::Request<Full<Bytes>> {
@@ -443,10 +424,7 @@ async fn while_the_chain_is_down_requests_are_unavailable_and_they_recover_by_th
         .stream_id;
 
     let world = World::new(1.0);
-    let orchestrator_keystore = world.dir.path().join("deployer");
-    KeystoreDir::new(&orchestrator_keystore)
-        .create(&deployer, PASSWORD.as_bytes(), KdfStrength::Light)
-        .unwrap();
+    let orchestrator_keystore = keystore(&world, "deployer", &deployer);
     let mut node = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
         .args([
             "node",

@@ -13,57 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::World;
 use common::netns::Hosts;
-use lpgpu::eth::keystore::{KdfStrength, KeystoreDir};
+use common::{Killed as Process, World, first_line, free_port};
 
 const PROFILES: &str = "P240p30fps16x9,P144p30fps16x9";
 const PASSWORD: &str = "pw";
 const SECRET: &str = "farm-secret";
 
-fn keystore(world: &World, name: &str, key: &lpgpu::eth::PrivateKey) -> PathBuf {
-    let dir = world.dir.path().join(name);
-    if !dir.exists() {
-        KeystoreDir::new(&dir)
-            .create(key, PASSWORD.as_bytes(), KdfStrength::Light)
-            .unwrap();
-    }
-    dir
-}
-
 fn series(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the first stdout line of a child.
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::metric(metrics, name) as u64
 }
 
 struct Orchestrator<'h> {
@@ -80,7 +38,7 @@ impl<'h> Orchestrator<'h> {
     }
 
     fn start_with(world: &World, hosts: &'h Hosts, host: usize, mode: &[&str]) -> Self {
-        let keystore = keystore(world, "orchestrator", &world.orchestrator);
+        let keystore = common::keystore(world, "orchestrator", &world.orchestrator, PASSWORD);
         let metrics = format!("127.0.0.1:{}", free_port());
         let address = hosts.address(host);
         let mut child = hosts
@@ -217,7 +175,7 @@ fn broadcast(
     input: &Path,
     out: &Path,
 ) -> Child {
-    let keystore = keystore(world, "broadcaster", &world.broadcaster);
+    let keystore = common::keystore(world, "broadcaster", &world.broadcaster, PASSWORD);
     hosts
         .command(host, env!("CARGO_BIN_EXE_lpgpu"))
         .args(["broadcast", "--job", &job.to_string(), "--keystore"])
@@ -276,7 +234,7 @@ const STUDIO: usize = 4;
 fn independent_broadcaster(world: &World, hosts: &Hosts, orchestrator: &Orchestrator) -> Child {
     let job = world.job("P360p30fps16x9,P240p30fps16x9", 1_000_000);
     let stream_id = world.ledger.job_blocking(job).unwrap().unwrap().stream_id;
-    keystore(world, "broadcaster", &world.broadcaster);
+    common::keystore(world, "broadcaster", &world.broadcaster, PASSWORD);
     let keyfile = std::fs::read_dir(world.dir.path().join("broadcaster"))
         .unwrap()
         .next()

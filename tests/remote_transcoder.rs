@@ -815,6 +815,8 @@ fn each_mode_asks_for_its_own_flags() {
         (&["--orch-cert-sha256", "abc"][..], "--orch-cert-sha256"),
         (&["--orch-version", "latest"][..], "--orch-version"),
         (&["--max-sessions", "0"][..], "--max-sessions"),
+        (&["--name", "rig 7"][..], "--name"),
+        (&["--name", "a\"label"][..], "--name"),
     ] {
         let mut all = vec![
             "--orch-addr",

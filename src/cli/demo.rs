@@ -61,6 +61,13 @@ impl Drop for Scratch {
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
+    // Refused before the demo runs, not after.
+    if let Some(addr) = args.serve {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "--serve {addr}: the demo serves on loopback only (127.0.0.1 or ::1)"
+        );
+    }
     let profiles = parse_profile_list(&args.profiles)?;
     let backend = args.pipeline.backend()?;
     let scratch = Scratch(std::env::temp_dir().join(format!("lpgpu-demo-{}", std::process::id())));
@@ -199,10 +206,6 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
 
 /// `--serve`: the ladder's folder over HTTP on loopback, until Ctrl-C.
 fn serve_ladder(addr: std::net::SocketAddr, out: PathBuf) -> Result<()> {
-    anyhow::ensure!(
-        addr.ip().is_loopback(),
-        "--serve {addr}: the demo serves on loopback only (127.0.0.1 or ::1)"
-    );
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -476,11 +476,32 @@ fn transcoder_config(
         .map(|n| n.get())
         .unwrap_or(1);
     // A GPU backend is sized by its GPUs; the CPU by its cores.
-    let (uploads, slots) = (&segments.uploads, &segments.slots);
+    let slots = &segments.slots;
     let max_sessions = slots
         .max_sessions
         .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
     anyhow::ensure!(max_sessions >= 1, "--max-sessions must be at least 1");
+    anyhow::ensure!(
+        slots.transcode_timeout_seconds >= 1,
+        "--transcode-timeout-seconds must be at least 1"
+    );
+    Ok(TranscoderConfig {
+        max_sessions,
+        transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
+        expose_errors: slots.expose_errors,
+        ..upload_config(&segments.uploads, orchestrator, signer, service_uri)?
+    })
+}
+
+/// What every `/segment` server takes from the upload flags (checked); the
+/// transcoding fields are a pool-only orchestrator's (no slots of its own,
+/// the default transcode timeout, stable error codes only).
+fn upload_config(
+    uploads: &UploadArgs,
+    orchestrator: Address,
+    signer: Option<Arc<PrivateKey>>,
+    service_uri: String,
+) -> Result<TranscoderConfig> {
     anyhow::ensure!(
         uploads.max_segment_bytes >= 1,
         "--max-segment-bytes must be at least 1"
@@ -489,19 +510,15 @@ fn transcoder_config(
         uploads.request_timeout_seconds >= 1,
         "--request-timeout-seconds must be at least 1"
     );
-    anyhow::ensure!(
-        slots.transcode_timeout_seconds >= 1,
-        "--transcode-timeout-seconds must be at least 1"
-    );
     Ok(TranscoderConfig {
         orchestrator,
         service_uri,
         signer,
         max_segment_bytes: uploads.max_segment_bytes,
-        max_sessions,
+        max_sessions: 0,
         request_timeout: Duration::from_secs(uploads.request_timeout_seconds),
-        transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
-        expose_errors: slots.expose_errors,
+        transcode_timeout: Duration::from_secs(60),
+        expose_errors: false,
         store: StoreLimits {
             max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
             retention: Duration::from_secs(uploads.stream_retention_seconds),
@@ -525,37 +542,6 @@ fn pool_config(
         segments: config.store,
         upload_timeout: config.request_timeout,
     }
-}
-
-/// An orchestrator that serves `/segment` through its pool alone: the
-/// upload limits, its key signing the answers.
-fn pool_transcoder_config(
-    uploads: &UploadArgs,
-    key: &Arc<PrivateKey>,
-    service_uri: String,
-) -> Result<TranscoderConfig> {
-    anyhow::ensure!(
-        uploads.max_segment_bytes >= 1,
-        "--max-segment-bytes must be at least 1"
-    );
-    anyhow::ensure!(
-        uploads.request_timeout_seconds >= 1,
-        "--request-timeout-seconds must be at least 1"
-    );
-    Ok(TranscoderConfig {
-        orchestrator: key.address(),
-        service_uri,
-        signer: Some(key.clone()),
-        max_segment_bytes: uploads.max_segment_bytes,
-        max_sessions: 0,
-        request_timeout: Duration::from_secs(uploads.request_timeout_seconds),
-        transcode_timeout: Duration::from_secs(60),
-        expose_errors: false,
-        store: StoreLimits {
-            max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
-            retention: Duration::from_secs(uploads.stream_retention_seconds),
-        },
-    })
 }
 
 fn run(listen: ListenArgs, role: Role) -> Result<()> {
@@ -620,7 +606,7 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
                 let transcoder = match pool_secret {
                     None => None,
                     Some(secret) => {
-                        let config = pool_transcoder_config(&uploads, &key, own_uri.clone())?;
+                        let config = upload_config(&uploads, key.address(), Some(key.clone()), own_uri.clone())?;
                         let pool = Pool::new(pool_config(secret, &own_uri, &key, &config), None, metrics.clone());
                         pool.start_sweeper();
                         Some(Arc::new(Transcoder::with_pool(config, chain_reader.clone(), pool, metrics.clone())))

@@ -166,7 +166,16 @@ impl Placement {
     /// Whether a new stream needing `needs` would find room on a member
     /// outside `exclude` (where a failed segment could be retried).
     pub fn has_room_excluding(&self, needs: &JobNeeds, exclude: &[MemberId]) -> bool {
-        self.members.iter().any(|(id, m)| {
+        self.candidates(needs, exclude).next().is_some()
+    }
+
+    /// Members outside `exclude` with room for a new stream needing `needs`.
+    fn candidates<'a>(
+        &'a self,
+        needs: &'a JobNeeds,
+        exclude: &'a [MemberId],
+    ) -> impl Iterator<Item = (&'a MemberId, &'a Member)> + 'a {
+        self.members.iter().filter(move |(id, m)| {
             !exclude.contains(id)
                 && m.streams < m.info.capacity
                 && job_fits(
@@ -209,19 +218,7 @@ impl Placement {
         // A stream moving off an excluded member gives its slot back first.
         self.unpin(stream);
         let chosen = self
-            .members
-            .iter()
-            .filter(|(id, m)| {
-                !exclude.contains(id)
-                    && m.streams < m.info.capacity
-                    && job_fits(
-                        &needs.capabilities,
-                        needs.min_version.as_deref(),
-                        &m.info.capabilities,
-                        &m.info.version,
-                    )
-                    .is_ok()
-            })
+            .candidates(needs, exclude)
             // Least loaded: streams ÷ capacity, compared without division.
             .min_by(|(a_id, a), (b_id, b)| {
                 let left = a.streams as u128 * b.info.capacity as u128;

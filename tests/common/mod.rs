@@ -329,3 +329,59 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+// ---- Separate processes: ports, keystores, their output, their metrics ----
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `world.dir/name`: a keystore of `key` (light KDF), made once.
+pub fn keystore(world: &World, name: &str, key: &PrivateKey, password: &str) -> PathBuf {
+    let dir = world.dir.path().join(name);
+    if !dir.exists() {
+        lpgpu::eth::keystore::KeystoreDir::new(&dir)
+            .create(
+                key,
+                password.as_bytes(),
+                lpgpu::eth::keystore::KdfStrength::Light,
+            )
+            .unwrap();
+    }
+    dir
+}
+
+/// The first line a child prints on stdout (its stdout is taken).
+pub fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// The value of the series `name` (with its labels, e.g.
+/// `lpgpu_pool_members ` or `x_total{a="b"}`) in Prometheus text; 0 if absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
