@@ -337,3 +337,24 @@ async fn the_ok_files_go_through_a_whole_node() {
     }
     node.stop().await;
 }
+
+/// The pool reads each segment's duration and picture size before relaying
+/// it (`probe_segment`): every `ok` file of the corpus must pass that read,
+/// or a farm would refuse segments that a node transcodes.
+#[test]
+fn the_pools_probe_reads_every_ok_file() {
+    for entry in expectations() {
+        if entry["lpms_expectation"] != "ok" {
+            continue;
+        }
+        let name = entry["file"].as_str().unwrap();
+        let segment = Bytes::from(std::fs::read(corpus(name)).unwrap());
+        let facts =
+            lpgpu::pipeline::cpu::probe_segment(segment).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(facts.width > 0 && facts.height > 0, "{name}: {facts:?}");
+        assert!(
+            facts.seconds.is_finite() && (0.0..=300.0).contains(&facts.seconds),
+            "{name}: {facts:?}"
+        );
+    }
+}
