@@ -12,15 +12,18 @@
 //! | [`chain`] | the [`chain::Chain`] trait, the embedded [`chain::Ledger`], [`chain::Ethereum`] (alloy) |
 //! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
 //! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
-//! | [`store`] | the bounded in-memory byte stores behind `/stream/` (renditions, and the pool's source segments) |
-//! | [`pool`] | the orchestrator's pool of remote transcoders (`--orch-secret`): placement and the wire of a task as plain code ([`pool::placement`], [`pool::relay`]); the waiting, retries and evictions; `RegisterTranscoder` ([`pool::service`]); `/stream/…/….tempfile` and `/transcodeResults` ([`pool::http`]) |
-//! | [`transcoder`] | `/segment` verification (plain), the handler (local slots, or placement in the pool), `/healthz`, `/readyz`; [`transcoder::remote`]: the dial-out mode (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) |
-//! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
+//! | [`session`] | stream and session identity: [`session::StreamKey`], the 128-bit [`session::SessionId`] |
+//! | [`store`] | the node's one bounded `/stream/…` store (renditions and the pool's source segments, one budget) and its router |
+//! | [`pool`] | the orchestrator's pool of remote transcoders (`--orch-secret`): placement and the wire of a task as plain code ([`pool::placement`], [`pool::relay`]); the waiting, retries and evictions; `RegisterTranscoder` ([`pool::service`]); `/transcodeResults` ([`pool::http`]) |
+//! | [`segment`] | the generation-neutral path of a segment below every wire: admit (the executor's slots, or the pool) → read and hash the body → execute → store; one [`segment::Error`] with blame and retry-after; the `/segment` dispatcher choosing the wire by its headers ([`segment::http`]) |
+//! | [`transcoder`] | the 2018 `/segment` wire: verification (plain) and rendering, a thin adapter over [`segment`]; [`transcoder::remote`]: the dial-out mode, today's O–T wire (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) over the same executor |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), the one executor ([`pipeline::workers`]: a worker thread per slot, honest slots, per-stream queues, cancellation at the deadline), what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output, the ladder's player page ([`broadcaster::player`]) |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`plot`] | the SVG sizing plot of `lpgpu bench --plot` (plain string building) |
 //! | [`bench`](mod@bench) | the `lpgpu bench` workload, report, ffmpeg baseline and sweep |
 //! | [`status`] | `/status` (JSON from the metrics registry and a minute of samples, plain) and `/`, a self-contained page over it |
+//! | [`node`] | assembly: a checked [`node::NodeConfig`] becomes a [`node::Node`] (services, store, executor or pool, segment core, wires, routes); used by `serve`, `demo` and the tests |
 //! | [`server`] | one TLS listener serving gRPC and HTTP, the metrics listener, graceful shutdown |
 //! | [`cli`] | the `lpgpu` command line: flags, environment, config file (`anyhow` lives here) |
 //!
@@ -33,10 +36,14 @@
 //!   each block with a `// SAFETY:` comment, each native handle freed on `Drop`.
 //! - A private key is never logged or printed: [`eth::PrivateKey`]'s `Debug`
 //!   shows only its address.
-//! - CPU work (key derivation, hashing bodies, decode/scale/encode, ledger file
-//!   I/O) runs on blocking threads, never on the async executor; queues are
-//!   bounded. GPU work runs on the transcoder's blocking threads with the
-//!   device's context bound to them.
+//! - CPU work (key derivation, hashing bodies, ledger file I/O) runs on
+//!   blocking threads, never on the async executor; queues are bounded.
+//!   Transcodes run only on [`pipeline::workers`]'s threads, one per slot,
+//!   for every wire; GPU work binds the device's context on them.
+//! - Rooms, bottom to top: `proto`/`protocol`/`eth`/`session` → `pipeline`
+//!   → `store` → `pool` → `segment` → the wires (`transcoder`,
+//!   `transcoder::remote`, `orchestrator`) → `node` → `server`/`cli`. A room
+//!   imports only from rooms below it.
 
 pub mod bench;
 pub mod broadcaster;
@@ -44,13 +51,16 @@ pub mod chain;
 pub mod cli;
 pub mod eth;
 pub mod metrics;
+pub mod node;
 pub mod orchestrator;
 pub mod pipeline;
 pub mod plot;
 pub mod pool;
 pub mod proto;
 pub mod protocol;
+pub mod segment;
 pub mod server;
+pub mod session;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub inflight_segments: IntGauge,
     /// Transcode slots (`--max-sessions`): the ceiling of in-flight transcodes.
     pub transcode_slots: IntGauge,
+    /// Slots held now (running, or admitted and receiving their body).
+    pub slots_in_use: IntGauge,
     pub rejections: IntCounterVec,
     pub get_transcoder: IntCounterVec,
     pub backend_info: IntGaugeVec,
@@ -320,6 +322,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let slots_in_use = r.add(
+            "lpgpu_transcode_slots_in_use",
+            IntGauge::new(
+                "lpgpu_transcode_slots_in_use",
+                "Transcode slots held now: segments transcoding, or admitted and arriving.",
+            )
+            .expect("valid metric"),
+        );
         let backend_info = r.add(
             "lpgpu_backend_info",
             IntGaugeVec::new(
@@ -379,6 +389,7 @@ impl Metrics {
             renditions,
             inflight_segments,
             transcode_slots,
+            slots_in_use,
             rejections,
             get_transcoder,
             backend_info,

@@ -18,11 +18,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::orchestrator::OrchestratorService;
-use crate::proto::orchestrator_server::OrchestratorServer;
-use crate::proto::transcoder_server::TranscoderServer;
-pub use crate::transcoder::Readiness;
-use crate::transcoder::Transcoder;
+pub use crate::node::NodeRoutes;
+pub use crate::segment::Readiness;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,41 +28,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 PINGs to every client connection, and how long an answer may take.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The node's routers: gRPC and plain HTTP.
-#[derive(Debug, Clone)]
-pub struct NodeRoutes {
-    pub grpc: Router,
-    pub http: Router,
-}
-
-impl NodeRoutes {
-    /// The orchestrator's gRPC service (when given) and the HTTP routes;
-    /// `/segment` only when this process transcodes.
-    ///
-    /// On an orchestrator, `/net.Transcoder/RegisterTranscoder` is always
-    /// served: by the pool when there is one (`--orch-secret`), else with
-    /// UNIMPLEMENTED and how to enable it; the pool's `/stream/…/….tempfile`
-    /// and `/transcodeResults` come with the pool.
-    pub fn new(
-        orchestrator: Option<OrchestratorService>,
-        transcoder: Option<Arc<Transcoder>>,
-    ) -> Self {
-        let pool = transcoder.as_ref().and_then(|t| t.pool().cloned());
-        let mut grpc = Router::new();
-        let mut http = crate::transcoder::http_router(transcoder);
-        if let Some(orchestrator) = orchestrator {
-            let registration = crate::pool::service::RegistrationService::new(pool.clone());
-            grpc = tonic::service::Routes::new(OrchestratorServer::new(orchestrator))
-                .add_service(TranscoderServer::new(registration))
-                .into_axum_router();
-        }
-        if let Some(pool) = pool {
-            http = http.merge(crate::pool::http::router(pool));
-        }
-        Self { grpc, http }
-    }
-}
 
 /// `https://host:port`, with an IPv6 host in brackets.
 pub fn service_uri(hostname: &str, port: u16) -> String {
@@ -242,16 +204,19 @@ pub async fn serve_metrics(
         .route("/metrics", axum::routing::get(render))
         .route("/status", axum::routing::get(status))
         .route("/", axum::routing::get(page));
-    let router = router.route("/healthz", axum::routing::get(crate::transcoder::healthz));
+    let router = router.route(
+        "/healthz",
+        axum::routing::get(crate::segment::http::healthz),
+    );
     let router = match readiness {
         Some(readiness) => router.route(
             "/readyz",
             axum::routing::get(move || {
                 let readiness = readiness.clone();
-                async move { crate::transcoder::readiness_response(readiness.as_ref()) }
+                async move { crate::segment::http::readiness_response(readiness.as_ref()) }
             }),
         ),
-        None => router.route("/readyz", axum::routing::get(crate::transcoder::healthz)),
+        None => router.route("/readyz", axum::routing::get(crate::segment::http::healthz)),
     };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

@@ -1,13 +1,19 @@
-//! Bounded in-memory byte stores keyed by name: behind `GET /stream/<name>.ts`
-//! (renditions of protobuf-mode responses wait there for the broadcaster)
-//! and the pool's `GET /stream/<session>/<seq>.tempfile` (source segments
-//! wait there for a remote transcoder). The oldest are evicted first when
-//! the byte limit is reached, and none outlive the retention time.
+//! The one bounded in-memory store behind `GET /stream/…`, shared by every
+//! wire of a node under one budget (`--stream-store-mib`): the renditions of
+//! protobuf-mode answers wait there for their broadcaster
+//! (`<rendition stream id>_<seq>.ts`), and the pool's source segments for
+//! their remote transcoder (`<session>/<seq>.tempfile`). The oldest are
+//! evicted first when the byte limit is reached, and none outlive the
+//! retention time. [`router`] serves it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +30,7 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct SegmentStore {
+pub struct StreamStore {
     limits: StoreLimits,
     inner: Mutex<Inner>,
 }
@@ -53,7 +59,7 @@ impl Inner {
     }
 }
 
-impl SegmentStore {
+impl StreamStore {
     pub fn new(limits: StoreLimits) -> Self {
         Self {
             limits,
@@ -107,12 +113,42 @@ impl SegmentStore {
     }
 }
 
+/// `GET /stream/{*name}`: what the store holds under `name`, or 404.
+pub fn router(store: Arc<StreamStore>) -> Router {
+    Router::new()
+        .route("/stream/{*name}", axum::routing::get(get_stream))
+        .with_state(store)
+}
+
+/// The content type of a stored name: MPEG-TS for renditions and source
+/// segments alike, MP4 where the name says so.
+fn content_type(name: &str) -> &'static str {
+    if name.ends_with(".mp4") {
+        "video/mp4"
+    } else {
+        "video/MP2T"
+    }
+}
+
+async fn get_stream(State(store): State<Arc<StreamStore>>, Path(name): Path<String>) -> Response {
+    match store.get(&name) {
+        Some(data) => ([(header::CONTENT_TYPE, content_type(&name))], data).into_response(),
+        None => {
+            let body = serde_json::json!({
+                "error": "not_found",
+                "detail": "no such rendition or segment (or it has expired)",
+            });
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store(max_bytes: u64, retention_ms: u64) -> SegmentStore {
-        SegmentStore::new(StoreLimits {
+    fn store(max_bytes: u64, retention_ms: u64) -> StreamStore {
+        StreamStore::new(StoreLimits {
             max_bytes,
             retention: Duration::from_millis(retention_ms),
         })

@@ -280,6 +280,7 @@ fn skip_1_then_skip_3_as_consecutive_segments_of_one_stream() {
     let stream = SegmentOptions {
         clip: None,
         stream: Some("skip-session".into()),
+        ..Default::default()
     };
     let ladder = [spec("P240p30fps16x9"), passthrough("P240p30fps16x9")];
     let mut last_end = f64::MIN;

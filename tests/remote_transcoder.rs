@@ -160,7 +160,13 @@ impl RemoteTranscoder {
                 "--orch-secret",
                 secret,
             ])
-            .args(["--backend", "cpu", "--metrics-listen", "127.0.0.1:0"])
+            // The CPU backend unless the test names another.
+            .args(if extra.contains(&"--backend") {
+                &[][..]
+            } else {
+                &["--backend", "cpu"][..]
+            })
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("LPGPU_CONFIG")
             .stdout(Stdio::piped())
@@ -340,6 +346,52 @@ fn check_renditions(
 
 fn p(name: &str, w: u32, h: u32, bitrate: u32, fps: u32) -> Value {
     json!({"name": name, "width": w, "height": h, "bitrate": bitrate, "fps": fps})
+}
+
+/// go-livepeer's orchestrator sends a session's next task the instant the
+/// previous result is answered. With capacity 2 and two sessions doing that
+/// hundreds of times, with error results in between (a segment URL that
+/// answers 404), no task may be refused as busy: a session's slot is free
+/// no later than the moment its result is answered. The echo backend does
+/// no work, so the answers come back to back as fast as they can.
+#[test]
+fn back_to_back_tasks_at_capacity_are_never_refused_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut orch = Orchestrator::start(dir.path(), 0);
+    let transcoder = RemoteTranscoder::start(
+        &orch.addr(),
+        SECRET,
+        &["--backend", "echo", "--max-sessions", "2"],
+    );
+    orch.wait_registration(1, 30);
+    const ROUNDS: u64 = 300;
+    const ERROR_EVERY: u64 = 7;
+    let answer = orch.ok(json!({
+        "cmd": "back_to_back",
+        "sessions": ["race0001", "race0002"],
+        "rounds": ROUNDS,
+        "segment_file": corpus(SHORT),
+        "profiles": [p("P144p30fps16x9", 256, 144, 400_000, 30)],
+        "duration_ms": 1250,
+        "error_every": ERROR_EVERY,
+        "timeout": 240,
+    }));
+    println!("back to back: {answer}");
+    assert_eq!(answer["busy"], 0, "{answer}");
+    assert_eq!(answer["results"], 2 * ROUNDS, "{answer}");
+    assert_eq!(
+        answer["expected_errors"],
+        2 * (ROUNDS / ERROR_EVERY),
+        "{answer}"
+    );
+    assert_eq!(answer["unexpected_errors"], json!([]), "{answer}");
+    assert_eq!(answer["incomplete"], json!([]), "{answer}");
+    orch.assert_no_violations();
+    let (_, metrics) = transcoder.get("/metrics");
+    assert!(
+        !metrics.contains("lpgpu_remote_tasks_total{result=\"busy\"}"),
+        "{metrics}"
+    );
 }
 
 const SAMPLE: &str = "go-livepeer/sample_0_69_2875.ts"; // 1024x432 24 fps, 69 frames

@@ -19,14 +19,13 @@ use crate::broadcaster::{
 use crate::chain::{Chain, ChainAdmin, Ledger, NewJob};
 use crate::eth::PrivateKey;
 use crate::metrics::Metrics;
-use crate::orchestrator::OrchestratorService;
+use crate::node::{Node, NodeConfig};
 use crate::pipeline::segmenter::segment_file;
 use crate::pipeline::testclip::make_test_clip;
 use crate::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
-use crate::server::{NodeRoutes, serve, service_uri};
+use crate::server::{serve, service_uri};
+use crate::store::StoreLimits;
 use crate::tls::SelfSignedCert;
-use crate::transcoder::store::StoreLimits;
-use crate::transcoder::{Transcoder, TranscoderConfig};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -101,38 +100,24 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let uri = service_uri("localhost", listener.local_addr()?.port());
         let chain: Arc<dyn Chain> = Arc::new(ledger.clone());
         let metrics = Metrics::new();
-        let config = TranscoderConfig {
-            orchestrator: orchestrator.address(),
-            service_uri: uri.clone(),
-            signer: Some(orchestrator.clone()),
-            max_segment_bytes: TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES,
-            max_sessions: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            request_timeout: Duration::from_secs(30),
-            transcode_timeout: Duration::from_secs(120),
-            expose_errors: true,
-            store: StoreLimits {
-                max_bytes: 64 << 20,
-                retention: Duration::from_secs(60),
-            },
+        let mut config = NodeConfig::new(uri.clone(), orchestrator.address());
+        config.orchestrator_key = Some(orchestrator.clone());
+        config.signer = Some(orchestrator.clone());
+        config.backend = Some(backend);
+        config.max_sessions = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        config.transcode_timeout = Duration::from_secs(120);
+        config.expose_errors = true;
+        config.store = StoreLimits {
+            max_bytes: 64 << 20,
+            retention: Duration::from_secs(60),
         };
-        let transcoder = Arc::new(Transcoder::new(
-            config,
-            chain.clone(),
-            backend,
-            metrics.clone(),
-        ));
-        let service = OrchestratorService::new(orchestrator.clone(), chain, &uri, metrics);
+        let built = Node::build(config, chain.clone(), metrics)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let node = tokio::spawn(serve(
-            listener,
-            tls,
-            NodeRoutes::new(Some(service), Some(transcoder)),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let node = tokio::spawn(serve(listener, tls, built.routes(), async {
+            let _ = stopped.await;
+        }));
         println!("node listening on {uri}");
 
         ledger.set_service_uri(&orchestrator, &uri).await?;

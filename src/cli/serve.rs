@@ -14,14 +14,12 @@ use super::{ChainArgs, KeystoreArgs, runtime};
 use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
-use crate::orchestrator::OrchestratorService;
-use crate::pool::{LocalMember, Pool, PoolConfig};
+use crate::node::{Node, NodeConfig};
 use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION, Version};
-use crate::server::{NodeRoutes, Readiness, serve, serve_metrics, service_uri, shutdown_signal};
+use crate::server::{Readiness, serve, serve_metrics, service_uri, shutdown_signal};
+use crate::store::StoreLimits;
 use crate::tls::SelfSignedCert;
 use crate::transcoder::remote::{OrchAddr, RemoteConfig, RemoteTranscoder};
-use crate::transcoder::store::StoreLimits;
-use crate::transcoder::{Transcoder, TranscoderConfig};
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
@@ -63,7 +61,7 @@ pub(crate) struct SlotArgs {
 #[derive(Debug, Args)]
 pub(crate) struct UploadArgs {
     /// Largest segment body accepted (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = NodeConfig::DEFAULT_MAX_SEGMENT_BYTES)]
     max_segment_bytes: u64,
     /// Seconds a client has to send the whole body.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -465,83 +463,71 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
     })
 }
 
-fn transcoder_config(
-    segments: &Serving,
-    orchestrator: Address,
-    signer: Option<Arc<PrivateKey>>,
-    service_uri: String,
-    backend_capacity: Option<usize>,
-) -> Result<TranscoderConfig> {
+/// The node a role asks for, from its flags (checked by
+/// [`NodeConfig::validate`] before anything is bound).
+fn node_config(
+    role: Role,
+    own_uri: &str,
+    backend: Option<Arc<dyn crate::pipeline::Backend>>,
+) -> Result<NodeConfig> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    // A GPU backend is sized by its GPUs; the CPU by its cores.
-    let slots = &segments.slots;
-    let max_sessions = slots
-        .max_sessions
-        .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
-    anyhow::ensure!(max_sessions >= 1, "--max-sessions must be at least 1");
-    anyhow::ensure!(
-        slots.transcode_timeout_seconds >= 1,
-        "--transcode-timeout-seconds must be at least 1"
-    );
-    Ok(TranscoderConfig {
-        max_sessions,
-        transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
-        expose_errors: slots.expose_errors,
-        ..upload_config(&segments.uploads, orchestrator, signer, service_uri)?
-    })
-}
-
-/// What every `/segment` server takes from the upload flags (checked); the
-/// transcoding fields are a pool-only orchestrator's (no slots of its own,
-/// the default transcode timeout, stable error codes only).
-fn upload_config(
-    uploads: &UploadArgs,
-    orchestrator: Address,
-    signer: Option<Arc<PrivateKey>>,
-    service_uri: String,
-) -> Result<TranscoderConfig> {
-    anyhow::ensure!(
-        uploads.max_segment_bytes >= 1,
-        "--max-segment-bytes must be at least 1"
-    );
-    anyhow::ensure!(
-        uploads.request_timeout_seconds >= 1,
-        "--request-timeout-seconds must be at least 1"
-    );
-    Ok(TranscoderConfig {
-        orchestrator,
-        service_uri,
-        signer,
-        max_segment_bytes: uploads.max_segment_bytes,
-        max_sessions: 0,
-        request_timeout: Duration::from_secs(uploads.request_timeout_seconds),
-        transcode_timeout: Duration::from_secs(60),
-        expose_errors: false,
-        store: StoreLimits {
-            max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
-            retention: Duration::from_secs(uploads.stream_retention_seconds),
-        },
-    })
-}
-
-/// How long a pool's tasks in flight get to finish at shutdown.
-const POOL_DRAIN: Duration = Duration::from_secs(10);
-
-fn pool_config(
-    secret: zeroize::Zeroizing<String>,
-    own_uri: &str,
-    key: &PrivateKey,
-    config: &TranscoderConfig,
-) -> PoolConfig {
-    PoolConfig {
-        secret,
-        service_uri: own_uri.to_string(),
-        orch_id: key.address().to_string(),
-        segments: config.store,
-        upload_timeout: config.request_timeout,
+    let (mut config, uploads, slots) = match role {
+        Role::Node {
+            key,
+            transcoder_uri,
+            pool_secret,
+            segments,
+        } => {
+            let mut config = NodeConfig::new(own_uri.to_string(), key.address());
+            config.signer = Some(key.clone());
+            config.orchestrator_key = Some(key);
+            config.transcoder_uri = transcoder_uri;
+            config.pool_secret = pool_secret;
+            (config, segments.uploads, Some(segments.slots))
+        }
+        Role::Orchestrator {
+            key,
+            transcoder_uri,
+            pool_secret,
+            uploads,
+        } => {
+            let mut config = NodeConfig::new(own_uri.to_string(), key.address());
+            config.signer = Some(key.clone());
+            config.orchestrator_key = Some(key);
+            config.transcoder_uri = transcoder_uri;
+            config.pool_secret = pool_secret;
+            (config, uploads, None)
+        }
+        Role::Transcoder {
+            orchestrator,
+            signer,
+            segments,
+        } => {
+            let mut config = NodeConfig::new(own_uri.to_string(), orchestrator);
+            config.signer = signer;
+            (config, segments.uploads, Some(segments.slots))
+        }
+    };
+    config.max_segment_bytes = uploads.max_segment_bytes;
+    config.request_timeout = Duration::from_secs(uploads.request_timeout_seconds);
+    config.store = StoreLimits {
+        max_bytes: uploads.stream_store_mib.saturating_mul(1024 * 1024),
+        retention: Duration::from_secs(uploads.stream_retention_seconds),
+    };
+    if let Some(slots) = slots {
+        // A GPU backend is sized by its GPUs; the CPU by its cores.
+        let backend_capacity = backend.as_ref().and_then(|b| b.capacity());
+        config.max_sessions = slots
+            .max_sessions
+            .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
+        config.transcode_timeout = Duration::from_secs(slots.transcode_timeout_seconds);
+        config.expose_errors = slots.expose_errors;
+        config.backend = backend;
     }
+    config.validate()?;
+    Ok(config)
 }
 
 fn run(listen: ListenArgs, role: Role) -> Result<()> {
@@ -556,6 +542,10 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         Role::Orchestrator { .. } => None,
     };
     let role_name = role.name();
+    // The port is not known before binding: the config is checked with a
+    // placeholder URI first, so a bad flag never binds a port.
+    let provisional = service_uri(&listen.hostname, listen.listen.port());
+    let config = node_config(role, &provisional, backend)?;
     runtime()?.block_on(async move {
         let block = chain.current_block().await.with_context(|| format!("reading {}", listen.chain.chain))?;
         let listener = tokio::net::TcpListener::bind(listen.listen)
@@ -567,75 +557,31 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         let local = listener.local_addr()?;
         let own_uri = service_uri(&listen.hostname, local.port());
         let metrics = Metrics::new();
-        if backend.is_some() {
+        if config.backend.is_some() {
             metrics.start_gpu_sampler(std::time::Duration::from_secs(5));
         }
-        let chain_reader: Arc<dyn crate::chain::Chain> = chain.clone();
-        let (orchestrator, transcoder) = match role {
-            Role::Node { key, transcoder_uri, pool_secret, segments } => {
-                let handed_out = transcoder_uri.unwrap_or_else(|| own_uri.clone());
-                let backend = backend.expect("nodes transcode");
-                let config = transcoder_config(&segments, key.address(), Some(key.clone()), own_uri.clone(),
-                    backend.capacity())?;
-                tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out, backend = backend.name(),
-                    max_sessions = config.max_sessions, pool = pool_secret.is_some(), "node identity");
-                let transcoder = match pool_secret {
-                    None => Transcoder::new(config, chain_reader.clone(), backend, metrics.clone()),
-                    Some(secret) => {
-                        let local = LocalMember {
-                            backend,
-                            capacity: config.max_sessions,
-                            transcode_timeout: config.transcode_timeout,
-                        };
-                        let pool = Pool::new(
-                            pool_config(secret, &own_uri, &key, &config),
-                            Some(local),
-                            metrics.clone(),
-                        );
-                        pool.start_sweeper();
-                        Transcoder::with_pool(config, chain_reader.clone(), pool, metrics.clone())
-                    }
-                };
-                let orchestrator = OrchestratorService::new(key, chain_reader, &handed_out, metrics.clone());
-                (Some(orchestrator), Some(Arc::new(transcoder)))
-            }
-            Role::Orchestrator { key, transcoder_uri, pool_secret, uploads } => {
-                let handed_out = transcoder_uri.clone().unwrap_or_else(|| own_uri.clone());
-                tracing::info!(orchestrator = %key.address(), transcoder_uri = %handed_out,
-                    pool = pool_secret.is_some(), "orchestrator identity");
-                let transcoder = match pool_secret {
-                    None => None,
-                    Some(secret) => {
-                        let config = upload_config(&uploads, key.address(), Some(key.clone()), own_uri.clone())?;
-                        let pool = Pool::new(pool_config(secret, &own_uri, &key, &config), None, metrics.clone());
-                        pool.start_sweeper();
-                        Some(Arc::new(Transcoder::with_pool(config, chain_reader.clone(), pool, metrics.clone())))
-                    }
-                };
-                (Some(OrchestratorService::new(key, chain_reader, &handed_out, metrics.clone())), transcoder)
-            }
-            Role::Transcoder { orchestrator, signer, segments } => {
-                let backend = backend.expect("transcoders transcode");
-                let config = transcoder_config(&segments, orchestrator, signer, own_uri.clone(),
-                    backend.capacity())?;
-                tracing::info!(%orchestrator, backend = backend.name(), max_sessions = config.max_sessions,
-                    "transcoder identity");
-                (None, Some(Arc::new(Transcoder::new(config, chain_reader, backend, metrics.clone()))))
-            }
+        let config = NodeConfig {
+            service_uri: own_uri.clone(),
+            ..config
         };
+        tracing::info!(
+            role = role_name,
+            credentials_from = %config.credentials_from,
+            transcoder_uri = %config.transcoder_uri.as_deref().unwrap_or(&own_uri),
+            backend = config.backend.as_ref().map_or("none", |b| b.name()),
+            max_sessions = config.max_sessions,
+            pool = config.pool_secret.is_some(),
+            "node identity"
+        );
+        let chain_reader: Arc<dyn crate::chain::Chain> = chain.clone();
+        let node = Arc::new(Node::build(config, chain_reader, metrics.clone())?);
 
         // One signal stops both listeners; /readyz says no from its first moment.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let draining = transcoder.clone();
+        let draining = node.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            if let Some(transcoder) = draining {
-                transcoder.start_draining();
-                if let Some(pool) = transcoder.pool() {
-                    // Members' streams end (else they would hold the drain).
-                    pool.close_when_idle(POOL_DRAIN).await;
-                }
-            }
+            draining.drain().await;
             let _ = stop.send(true);
         });
         let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -646,15 +592,14 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
             metrics_listener,
             metrics,
             role_name,
-            transcoder.clone().map(|t| t as Arc<dyn Readiness>),
+            node.readiness(),
             wait(stopped.clone()),
         ));
-        let routes = NodeRoutes::new(orchestrator, transcoder);
         tracing::info!(role = role_name, listen = %local, metrics = %metrics_local, service_uri = %own_uri,
             chain = %listen.chain.chain, block, "serving");
         // One machine-readable line on stdout for scripts and tests.
         println!("lpgpu {role_name} listening on {local} as {own_uri}");
-        serve(listener, tls, routes, wait(stopped)).await.context("serving")?;
+        serve(listener, tls, node.routes(), wait(stopped)).await.context("serving")?;
         metrics_server.await.context("the metrics server task")?.context("serving metrics")?;
         tracing::info!("stopped");
         Ok(())

@@ -453,6 +453,10 @@ fn transcode_segment(
         let mut decode_result = Ok(());
         let mut packets = source.input.packets();
         for (stream, packet) in &mut packets {
+            if let Err(cancelled) = options.cancel.check() {
+                decode_result = Err(cancelled);
+                break;
+            }
             if stream.index() == video_index {
                 keyframes += u64::from(packet.is_key());
                 // A corrupt packet is skipped; a segment in which nothing

@@ -18,13 +18,14 @@ pub mod rendition;
 pub mod segmenter;
 pub mod testclip;
 pub mod timestamps;
+pub mod workers;
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use rendition::{Clip, Container, Gop, H264Profile, RenditionSpec, SegmentOptions};
+pub use rendition::{Cancel, Clip, Container, Gop, H264Profile, RenditionSpec, SegmentOptions};
 
 /// A frame rate or time base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +116,10 @@ pub enum TranscodeError {
     /// We are at fault: an encoder or muxer failed.
     #[error("transcoding failed: {0}")]
     Internal(String),
+    /// Stopped before it finished: nobody waited for the result any more
+    /// (its deadline passed).
+    #[error("transcoding was stopped: its deadline passed")]
+    Cancelled,
 }
 
 /// x264 settings shared by every rendition; the defaults are lpgpu's.

@@ -1,20 +1,20 @@
-//! The HTTP edge of the pool: `GET /stream/<session>/<seq>.tempfile` (a
-//! source segment for the member it was given to, from the bounded store,
-//! no authentication, as go-livepeer) and `POST /transcodeResults` (the
+//! The HTTP edge of the pool: `POST /transcodeResults` (the
 //! member's answer: [`check_result_headers`] in go-livepeer's order and
 //! statuses, then the body read with bounded memory — the error text, or
 //! the multipart renditions through [`MultipartReader`] — and delivered to
 //! the waiting attempt; unknown and late tasks are answered 200 and their
-//! bodies discarded).
+//! bodies discarded). A member GETs its source segments from the node's
+//! one `/stream/…` store (`<session>/<seq>.tempfile`, no authentication, as
+//! go-livepeer), served with the rest of `/stream/`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http_body_util::BodyExt;
 
 use super::{Delivered, Pool};
@@ -28,23 +28,8 @@ const MAX_ERROR_TEXT: usize = 64 * 1024;
 /// The pool's routes.
 pub fn router(pool: Arc<Pool>) -> Router {
     Router::new()
-        .route("/stream/{session}/{file}", get(get_segment))
         .route("/transcodeResults", post(post_results))
         .with_state(pool)
-}
-
-async fn get_segment(
-    State(pool): State<Arc<Pool>>,
-    Path((session, file)): Path<(String, String)>,
-) -> Response {
-    let found = file
-        .ends_with(".tempfile")
-        .then(|| pool.segment(&format!("{session}/{file}")))
-        .flatten();
-    match found {
-        Some(data) => ([(header::CONTENT_TYPE, "video/mp2t")], data).into_response(),
-        None => (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
-    }
 }
 
 fn text(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -36,11 +36,13 @@ use self::relay::{ResultError, TaskRequest, notify_segment, read_error_text, rea
 use crate::metrics::Metrics;
 use crate::pipeline::cpu::{SegmentFacts, probe_segment};
 use crate::pipeline::ladder::output_size;
-use crate::pipeline::{Backend, RenditionSpec, SegmentOptions, TranscodeError, Transcoded};
+use crate::pipeline::workers::{Job, RunError, Workers};
+use crate::pipeline::{RenditionSpec, TranscodeError, Transcoded};
 use crate::proto::NotifySegment;
 use crate::protocol::results::Part;
 use crate::protocol::task_deadline;
-use crate::store::{SegmentStore, StoreLimits};
+use crate::session::StreamKey;
+use crate::store::StreamStore;
 
 /// Notifications queued per member beyond its capacity (teardowns, a retry).
 const LINK_QUEUE_SLACK: usize = 16;
@@ -58,18 +60,15 @@ pub struct PoolConfig {
     pub service_uri: String,
     /// The orchestrator's address, sent as `orchId`.
     pub orch_id: String,
-    /// The store of segments waiting to be fetched.
-    pub segments: StoreLimits,
     /// The longest a result body may take to arrive.
     pub upload_timeout: Duration,
 }
 
-/// The node's own backend as a member.
+/// The node's own backend as a member: its executor, whose slots are the
+/// streams it takes at once (`--max-sessions`).
 #[derive(Debug, Clone)]
 pub struct LocalMember {
-    pub backend: Arc<dyn Backend>,
-    /// Streams it takes at once (`--max-sessions`).
-    pub capacity: usize,
+    pub workers: Workers,
     /// The longest one local transcode may take.
     pub transcode_timeout: Duration,
 }
@@ -139,7 +138,9 @@ pub struct Pool {
     config: PoolConfig,
     local: Option<(MemberId, LocalMember)>,
     state: Mutex<State>,
-    segments: SegmentStore,
+    /// The node's one `/stream` store: source segments wait there for
+    /// their member as `<session>/<seq>.tempfile`.
+    segments: Arc<StreamStore>,
     metrics: Metrics,
     next_task: AtomicI64,
     /// Woken whenever a stream's segment is done.
@@ -160,13 +161,19 @@ enum AttemptError {
 }
 
 impl Pool {
-    /// A pool, with the node's own backend as a member when it has one.
-    pub fn new(config: PoolConfig, local: Option<LocalMember>, metrics: Metrics) -> Arc<Self> {
+    /// A pool, with the node's own backend as a member when it has one,
+    /// keeping source segments in the node's `store`.
+    pub fn new(
+        config: PoolConfig,
+        local: Option<LocalMember>,
+        store: Arc<StreamStore>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         let mut state = State::default();
         let local = local.map(|member| {
             let id = state.placement.add(MemberInfo {
                 name: "local".into(),
-                capacity: member.capacity.max(1),
+                capacity: member.workers.slots(),
                 capabilities: crate::protocol::capabilities::CapabilitySet::lpgpu(),
                 version: crate::protocol::capabilities::GO_LIVEPEER_VERSION.into(),
                 local: true,
@@ -174,7 +181,7 @@ impl Pool {
             (id, member)
         });
         let pool = Arc::new(Self {
-            segments: SegmentStore::new(config.segments),
+            segments: store,
             config,
             local,
             state: Mutex::new(state),
@@ -457,7 +464,15 @@ impl Pool {
         if let Some((id, local)) = &self.local
             && *id == placed.member
         {
-            return run_local(local, segment.clone(), specs, stream, placed.new_session).await;
+            return run_local(
+                local,
+                segment.clone(),
+                specs,
+                stream,
+                placed.new_session,
+                deadline,
+            )
+            .await;
         }
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}/{seq}.tempfile", placed.session);
@@ -508,6 +523,7 @@ impl Pool {
                 }
             });
         }
+        let sent = Instant::now();
         let outcome = tokio::time::timeout(deadline, answer).await;
         // Whatever happened, no later upload for this task is accepted, and
         // the segment is no longer offered.
@@ -535,15 +551,37 @@ impl Pool {
                     ResultError::Member(text) => AttemptError::Member(text),
                 })?;
                 self.lock().placement.on_time(placed.member);
-                Ok(Transcoded {
+                let transcoded = Transcoded {
                     renditions,
                     source_seconds: facts.seconds,
                     source_frames: 0,
                     source_pixels: 0,
                     backend: "pool",
                     fallback: None,
-                })
+                };
+                self.record_remote(&transcoded, sent.elapsed());
+                Ok(transcoded)
             }
+        }
+    }
+
+    /// What a remote member made, counted as the executor counts local work.
+    fn record_remote(&self, transcoded: &Transcoded, elapsed: Duration) {
+        let metrics = &self.metrics;
+        metrics
+            .transcode_seconds
+            .with_label_values(&["pool"])
+            .observe(elapsed.as_secs_f64());
+        metrics.record_transcoded(transcoded.source_seconds);
+        for rendition in &transcoded.renditions {
+            metrics
+                .renditions
+                .with_label_values(&[&rendition.spec.name])
+                .inc();
+            metrics
+                .segment_bytes
+                .with_label_values(&["out"])
+                .inc_by(rendition.data.len() as u64);
         }
     }
 
@@ -578,40 +616,43 @@ struct SegmentJob<'a> {
     seq: u64,
 }
 
+/// A member's session id for a newly pinned stream: 128 random bits, since
+/// the stream's source segments are fetched by URLs naming it.
 fn new_session_id() -> String {
-    hex::encode(rand::random::<[u8; 4]>())
+    crate::session::SessionId::random().to_string()
 }
 
+/// One attempt on the node's own backend, through its executor: a slot
+/// still held by a transcode that timed out is busy, not shared.
 async fn run_local(
     local: &LocalMember,
     segment: Bytes,
     specs: &[RenditionSpec],
     stream: &str,
     new_session: bool,
+    deadline: Duration,
 ) -> Result<Transcoded, AttemptError> {
-    let backend = local.backend.clone();
-    let specs = specs.to_vec();
-    let stream = stream.to_string();
-    let work = tokio::task::spawn_blocking(move || {
-        if new_session {
-            backend.end_stream(&stream);
-        }
-        let options = SegmentOptions {
-            clip: None,
-            stream: Some(stream),
-        };
-        backend.transcode(segment, &specs, &options)
-    });
-    match tokio::time::timeout(local.transcode_timeout, work).await {
-        Ok(Ok(Ok(transcoded))) => Ok(transcoded),
-        Ok(Ok(Err(error @ TranscodeError::Internal(_)))) => {
-            Err(AttemptError::Member(error.to_string()))
-        }
-        Ok(Ok(Err(error))) => Err(AttemptError::Input(error)),
-        Ok(Err(join)) => Err(AttemptError::Member(format!(
-            "the transcode task failed: {join}"
-        ))),
-        Err(_) => Err(AttemptError::Late),
+    if new_session {
+        local.workers.backend().end_stream(stream);
+    }
+    let ticket = local
+        .workers
+        .admit(&StreamKey::new(stream))
+        .map_err(|refusal| AttemptError::Member(format!("the local backend is busy: {refusal}")))?;
+    let job = Job {
+        segment,
+        renditions: specs.to_vec(),
+        clip: None,
+        deadline: Instant::now() + deadline.min(local.transcode_timeout),
+    };
+    match ticket.run(job).await {
+        Ok(transcoded) => Ok(transcoded),
+        Err(RunError::Transcode(
+            error @ (TranscodeError::Internal(_) | TranscodeError::Cancelled),
+        )) => Err(AttemptError::Member(error.to_string())),
+        Err(RunError::Transcode(error)) => Err(AttemptError::Input(error)),
+        Err(RunError::TimedOut(_) | RunError::WaitedTooLong(_)) => Err(AttemptError::Late),
+        Err(error @ RunError::Closed) => Err(AttemptError::Member(error.to_string())),
     }
 }
 

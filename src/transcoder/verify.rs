@@ -1,9 +1,11 @@
-//! `/segment` verification in the spec's order, as plain functions over plain
-//! values: [`authenticate`] (Authorization type, credentials signed by our
-//! orchestrator), then [`authorize`] (job exists and has not expired, content
-//! type, segment signed by the job's broadcaster), then [`check_body_hash`]
-//! once the body has streamed in. Each failure is a [`Rejection`] with a stable
-//! code and an HTTP status.
+//! The 2018 `/segment` verification in the spec's order, as plain functions
+//! over plain values: [`authenticate`] (Authorization type, credentials
+//! signed by our orchestrator), then [`authorize`] (job exists and has not
+//! expired, content type, segment signed by the job's broadcaster). Each
+//! failure is a [`Rejection`] with a stable code and an HTTP status; what
+//! follows the headers (admission, the body and its hash against
+//! [`VerifiedSegment::segment`], the transcode) is the segment core's, and
+//! fails with its [`crate::segment::Error`].
 
 use http::StatusCode;
 
@@ -45,16 +47,6 @@ pub enum Rejection {
     MalformedSegmentHeader(HeaderError),
     #[error("segment signature is not the job's broadcaster's: {0}")]
     BadSegmentSignature(SignatureError),
-    #[error("the body is larger than the limit of {limit} bytes")]
-    BodyTooLarge { limit: u64 },
-    #[error("keccak256 of the body does not match Livepeer-Segment's hash")]
-    HashMismatch,
-    #[error("the body did not arrive within {0} s")]
-    Timeout(u64),
-    #[error("reading the body failed: {0}")]
-    BodyRead(String),
-    #[error("all {0} transcode slots are busy")]
-    Busy(usize),
     #[error("the chain cannot be read right now")]
     ChainUnavailable(String),
 }
@@ -73,17 +65,12 @@ impl Rejection {
             UnusableJob { job, .. } => format!("job {job} cannot be transcoded"),
             MalformedSegmentHeader(_) => "the Livepeer-Segment header is malformed".into(),
             BadSegmentSignature(_) => "the segment is not signed by the job's broadcaster".into(),
-            BodyRead(_) => "the request body could not be read".into(),
             ChainUnavailable(_) => "the chain cannot be read right now".into(),
             MissingHeader(_)
             | BadAuthType
             | JobNotFound(_)
             | JobExpired { .. }
-            | UnsupportedMedia(_)
-            | BodyTooLarge { .. }
-            | HashMismatch
-            | Timeout(_)
-            | Busy(_) => self.to_string(),
+            | UnsupportedMedia(_) => self.to_string(),
         }
     }
 
@@ -99,11 +86,6 @@ impl Rejection {
             UnsupportedMedia(_) => "unsupported_media",
             MalformedSegmentHeader(_) => "bad_segment_header",
             BadSegmentSignature(_) => "bad_segment_signature",
-            BodyTooLarge { .. } => "body_too_large",
-            HashMismatch => "hash_mismatch",
-            Timeout(_) => "request_timeout",
-            BodyRead(_) => "bad_request_body",
-            Busy(_) => "busy",
             ChainUnavailable(_) => "chain_unavailable",
         }
     }
@@ -111,21 +93,17 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         use Rejection::*;
         match self {
-            MissingHeader(_)
-            | MalformedCredentials(_)
-            | MalformedSegmentHeader(_)
-            | BodyRead(_) => StatusCode::BAD_REQUEST,
+            MissingHeader(_) | MalformedCredentials(_) | MalformedSegmentHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             BadAuthType => StatusCode::UNAUTHORIZED,
             BadCredentials(_)
             | JobNotFound(_)
             | UnusableJob { .. }
             | JobExpired { .. }
-            | BadSegmentSignature(_)
-            | HashMismatch => StatusCode::FORBIDDEN,
+            | BadSegmentSignature(_) => StatusCode::FORBIDDEN,
             UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Busy(_) | ChainUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ChainUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -196,30 +174,23 @@ pub fn authorize(
     let profiles = job.profiles().map_err(|e| unusable(e.to_string()))?;
     let ids =
         rendition_stream_ids(&job.stream_id, &profiles).map_err(|e| unusable(e.to_string()))?;
+    // Chain data: a job whose ids do not cover its profiles is unusable,
+    // not a reason to panic.
     let rendition_stream_ids = profiles
         .iter()
         .map(|p| {
             ids.iter()
                 .find(|(_, name)| *name == p.name)
                 .map(|(id, _)| id.clone())
-                .expect("one id per profile")
+                .ok_or_else(|| unusable(format!("no rendition stream id for {}", p.name)))
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(VerifiedSegment {
         job,
         profiles,
         rendition_stream_ids,
         segment,
     })
-}
-
-/// Step 4: the body's keccak256 (computed while it streamed in) is the signed one.
-pub fn check_body_hash(verified: &VerifiedSegment, body_hash: &[u8; 32]) -> Result<(), Rejection> {
-    if *body_hash == verified.segment.hash {
-        Ok(())
-    } else {
-        Err(Rejection::HashMismatch)
-    }
 }
 
 #[cfg(test)]
@@ -293,11 +264,9 @@ mod tests {
             verified.rendition_stream_ids[0],
             format!("{}P360p30fps16x9", "cd".repeat(32))
         );
-        assert_eq!(check_body_hash(&verified, &keccak256(b"body")), Ok(()));
-        assert_eq!(
-            check_body_hash(&verified, &keccak256(b"tampered")),
-            Err(Rejection::HashMismatch)
-        );
+        // Step 4, the body's hash, is the core's: against this one.
+        assert_eq!(verified.segment.hash, keccak256(b"body"));
+        assert_ne!(verified.segment.hash, keccak256(b"tampered"));
         // Content-Type is case-insensitive and may carry parameters.
         let h = SegmentHeaders {
             content_type: Some("video/mp2t; charset=binary"),

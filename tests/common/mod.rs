@@ -13,14 +13,14 @@ use std::sync::Arc;
 use lpgpu::chain::{Chain, Ledger, NewJob};
 use lpgpu::eth::PrivateKey;
 use lpgpu::metrics::Metrics;
-use lpgpu::orchestrator::OrchestratorService;
+use lpgpu::node::{Node, NodeConfig};
 use lpgpu::pipeline::cpu::CpuBackend;
 use lpgpu::pipeline::{Backend, EncoderSettings};
 use lpgpu::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
-use lpgpu::server::{NodeRoutes, serve, service_uri};
+use lpgpu::segment::SegmentCore;
+use lpgpu::server::{serve, service_uri};
+use lpgpu::store::StoreLimits;
 use lpgpu::tls::SelfSignedCert;
-use lpgpu::transcoder::store::StoreLimits;
-use lpgpu::transcoder::{Transcoder, TranscoderConfig};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -69,7 +69,8 @@ impl World {
 pub struct RunningNode {
     pub addr: SocketAddr,
     pub uri: String,
-    pub transcoder: Arc<Transcoder>,
+    /// The node's segment path (its metrics, readiness, draining).
+    pub transcoder: Arc<SegmentCore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -84,7 +85,7 @@ impl RunningNode {
     pub async fn start_with(
         world: &World,
         hostname: &str,
-        adjust: impl FnOnce(&mut TranscoderConfig),
+        adjust: impl FnOnce(&mut NodeConfig),
     ) -> Self {
         let chain: Arc<dyn Chain> = Arc::new(world.ledger.clone());
         Self::start_on(chain, world.orchestrator.clone(), hostname, adjust).await
@@ -95,7 +96,7 @@ impl RunningNode {
         chain: Arc<dyn Chain>,
         orchestrator: PrivateKey,
         hostname: &str,
-        adjust: impl FnOnce(&mut TranscoderConfig),
+        adjust: impl FnOnce(&mut NodeConfig),
     ) -> Self {
         let backend = Arc::new(CpuBackend::new(EncoderSettings::default()));
         Self::start_with_backend(chain, orchestrator, hostname, adjust, backend).await
@@ -107,7 +108,7 @@ impl RunningNode {
         chain: Arc<dyn Chain>,
         orchestrator: PrivateKey,
         hostname: &str,
-        adjust: impl FnOnce(&mut TranscoderConfig),
+        adjust: impl FnOnce(&mut NodeConfig),
         backend: Arc<dyn Backend>,
     ) -> Self {
         let cert = SelfSignedCert::generate(hostname).unwrap();
@@ -116,24 +117,20 @@ impl RunningNode {
         let uri = service_uri(hostname, addr.port());
         let key = Arc::new(orchestrator);
         let metrics = Metrics::new();
-        let service = OrchestratorService::new(key.clone(), chain.clone(), &uri, metrics.clone());
-        let mut config = TranscoderConfig {
-            orchestrator: key.address(),
-            service_uri: uri.clone(),
-            signer: Some(key),
-            max_segment_bytes: TranscoderConfig::DEFAULT_MAX_SEGMENT_BYTES,
-            max_sessions: 2,
-            request_timeout: Duration::from_secs(30),
-            transcode_timeout: Duration::from_secs(120),
-            expose_errors: false,
-            store: StoreLimits {
-                max_bytes: 64 << 20,
-                retention: Duration::from_secs(60),
-            },
+        let mut config = NodeConfig::new(uri.clone(), key.address());
+        config.orchestrator_key = Some(key.clone());
+        config.signer = Some(key);
+        config.backend = Some(backend);
+        config.max_sessions = 2;
+        config.transcode_timeout = Duration::from_secs(120);
+        config.store = StoreLimits {
+            max_bytes: 64 << 20,
+            retention: Duration::from_secs(60),
         };
         adjust(&mut config);
-        let transcoder = Arc::new(Transcoder::new(config, chain, backend, metrics));
-        let routes = NodeRoutes::new(Some(service), Some(transcoder.clone()));
+        let node = Node::build(config, chain, metrics).unwrap();
+        let transcoder = node.core().unwrap().clone();
+        let routes = node.routes();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             listener,

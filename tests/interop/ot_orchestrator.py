@@ -32,6 +32,20 @@ Commands ({"cmd": NAME, ...} -> {"ok": true, ...} or {"ok": false, "error": ...}
   wait_result {task_id, timeout}        -> kind renditions|error, error_text,
       pixels, headers, parts [{content_type, content_length, length, pixels,
       path}], elapsed_ms, late, http_version; {"ok":false,"error":"timeout"}
+  back_to_back {sessions: [ids], rounds, segment_file, profiles: [VideoProfile
+      as JSON], duration_ms, error_every=0, timeout=120}
+                                        -> go-livepeer under load: every session
+      gets its seq 0 task at once, then its next task (seq + 1) written to the
+      gRPC stream in the same event-loop turn as the 200 answer to its previous
+      result, until it has had `rounds` tasks; with error_every K > 0 every
+      task with seq % K == K-1 gets a URL that answers 404. Answers when every
+      session has all its results: results, renditions, errors, busy (error
+      text starts with "transcoder busy", any case), expected_errors (errors
+      for the 404 tasks), unexpected_errors (the other error texts, <= 20),
+      queued_sends (notifications that could not be written at once and went
+      through the stream's queue; normally 0), elapsed_ms, incomplete
+      (sessions not finished); {"ok":false,"error":"timeout",...the same} (or
+      the send failure as error)
   teardown {session}                    -> sends NotifySegment{url "", session_id}
   end_stream {all?}                     -> ends the latest (or every) open
                                            registration stream, grpc-status 0
@@ -383,6 +397,19 @@ class Response:
         if isinstance(body, str):
             body = body.encode()
         self.status, self.body, self.content_type, self.headers = status, body, content_type, list(headers)
+        # Run synchronously right after the answer's last bytes are handed to
+        # the transport, before anything else can run (see fire_sent).
+        self.on_sent = []
+
+    def fire_sent(self):
+        """Run the on_sent hooks, once. Called right after the answer is
+        written, or when sending it failed (the request was handled anyway)."""
+        hooks, self.on_sent = self.on_sent, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("after-answer hook")
 
 
 class H2Stream:
@@ -424,10 +451,15 @@ class H2Server:
         self.closed = False
         self.tasks = set()
 
-    async def flush(self):
+    async def flush(self, on_written=None):
+        """Write what h2 has queued. `on_written` runs right after the write
+        (which hands the bytes to the transport: TLS and the socket send run
+        inside it), before draining can yield to the event loop."""
         data = self.conn.data_to_send()
         if data and not self.closed:
             self.writer.write(data)
+            if on_written is not None:
+                on_written()
             await self.writer.drain()
 
     def _wake_senders(self):
@@ -505,16 +537,17 @@ class H2Server:
                 stream.kill()
             self._wake_senders()
 
-    async def send_headers(self, stream, headers, end_stream=False):
+    async def send_headers(self, stream, headers, end_stream=False, on_written=None):
         if self.closed or stream.reset:
             raise ConnectionError("stream closed")
         self.conn.send_headers(stream.id, headers, end_stream=end_stream)
-        await self.flush()
+        await self.flush(on_written)
         if end_stream:
             self._forget(stream)
 
-    async def send_data(self, stream, data, end_stream=False):
-        """DATA frames no bigger than the peer's windows and frame size."""
+    async def send_data(self, stream, data, end_stream=False, on_written=None):
+        """DATA frames no bigger than the peer's windows and frame size;
+        `on_written` runs once the last frame is written (see flush)."""
         view = memoryview(data)
         while True:
             if self.closed or stream.reset:
@@ -529,7 +562,7 @@ class H2Server:
                 continue
             last = n == len(view)
             self.conn.send_data(stream.id, view[:n].tobytes(), end_stream=end_stream and last)
-            await self.flush()
+            await self.flush(on_written if last else None)
             view = view[n:]
             if last:
                 break
@@ -542,6 +575,7 @@ class H2Server:
             self.streams.pop(stream.id, None)
 
     async def serve_stream(self, stream):
+        response = None
         try:
             content_type = stream.header("content-type") or ""
             if content_type.startswith("application/grpc"):
@@ -556,9 +590,10 @@ class H2Server:
             headers = [(":status", str(response.status)), ("content-type", response.content_type),
                        ("content-length", str(len(response.body)))] + response.headers
             head_only = request.method == "HEAD" or not response.body
-            await self.send_headers(stream, headers, end_stream=head_only)
+            await self.send_headers(stream, headers, end_stream=head_only,
+                                    on_written=response.fire_sent if head_only else None)
             if not head_only:
-                await self.send_data(stream, response.body, end_stream=True)
+                await self.send_data(stream, response.body, end_stream=True, on_written=response.fire_sent)
         except (ConnectionError, h2.exceptions.StreamClosedError):
             log.debug("stream %d on %s went away", stream.id, self.peer)
         except Exception:
@@ -569,6 +604,8 @@ class H2Server:
             except Exception:
                 pass
         finally:
+            if response is not None:
+                response.fire_sent()   # no-op once run; else the answer could not be sent
             if stream.ended.is_set():
                 self.streams.pop(stream.id, None)
 
@@ -703,9 +740,12 @@ async def serve_http1(orch, reader, writer, peer, initial):
                      f"Content-Length: {len(response.body)}"] + [f"{k}: {v}" for k, v in response.headers]
             if close:
                 lines.append("Connection: close")
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            if method != "HEAD":
-                writer.write(response.body)
+            try:
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+                if method != "HEAD":
+                    writer.write(response.body)
+            finally:
+                response.fire_sent()
             await writer.drain()
             if close:
                 return
@@ -734,6 +774,7 @@ class Registration:
         self.authority = call.authority
         self.connected = True
         self.outbox = asyncio.Queue()   # (kind, payload, task or None, future) | CLOSED
+        self.sending = False            # the stream's writer is busy with an outbox item
 
     def describe(self):
         return {"capacity": self.capacity, "capabilities": self.capabilities, "mandatories": self.mandatories,
@@ -756,6 +797,9 @@ class Task:
         self.notified_at = None
         self.result = None
         self.done = asyncio.Event()
+        # back_to_back: called (synchronously) once the 200 answer to this
+        # task's result is written
+        self.on_answered = None
 
 
 class Orchestrator:
@@ -882,16 +926,20 @@ class Orchestrator:
                 if item is CLOSED:
                     break
                 kind, payload, task, future = item
-                if kind == "end":
-                    reg.connected = False
-                    await call.finish(GRPC_OK)
+                reg.sending = True
+                try:
+                    if kind == "end":
+                        reg.connected = False
+                        await call.finish(GRPC_OK)
+                        future.set_result(True)
+                        log.info("registration %d: stream ended by the orchestrator", reg.number)
+                        break
+                    await call.send_message(payload)
+                    if task is not None:
+                        task.notified_at = time.monotonic()
                     future.set_result(True)
-                    log.info("registration %d: stream ended by the orchestrator", reg.number)
-                    break
-                await call.send_message(payload)
-                if task is not None:
-                    task.notified_at = time.monotonic()
-                future.set_result(True)
+                finally:
+                    reg.sending = False
         except (ConnectionError, h2.exceptions.ProtocolError) as error:
             log.info("registration %d: send failed: %r", reg.number, error)
         finally:
@@ -912,6 +960,39 @@ class Orchestrator:
         future = asyncio.get_running_loop().create_future()
         reg.outbox.put_nowait((kind, payload, task, future))
         await asyncio.wait_for(future, timeout)
+
+    def write_now(self, reg, payload, task):
+        """Write one notification on a registration stream synchronously:
+        framed, handed to h2 and written to the transport (TLS record and
+        socket send happen inside writer.write) before this returns, with no
+        await. Only when the stream's own writer is idle with nothing queued
+        (else the message could interleave with a half-sent one) and the
+        flow-control windows take the whole message at once; False otherwise
+        (the caller queues it instead)."""
+        call, server = reg.call, reg.call.server
+        stream = call.stream
+        if (not reg.connected or reg.sending or not reg.outbox.empty() or call.finished or server.closed
+                or stream.reset or server.writer.is_closing()):
+            return False
+        frame = struct.pack(">BI", 0, len(payload)) + payload
+        try:
+            room = server.conn.local_flow_control_window(stream.id)
+        except h2.exceptions.StreamClosedError:
+            return False
+        if room < len(frame) or len(frame) > server.conn.max_outbound_frame_size:
+            return False
+        try:
+            if not call.headers_sent:   # grpc-go: response headers go with the first message
+                server.conn.send_headers(stream.id, [(":status", "200"), ("content-type", "application/grpc")])
+                call.headers_sent = True
+            server.conn.send_data(stream.id, frame)
+            server.writer.write(server.conn.data_to_send())
+        except (h2.exceptions.ProtocolError, ConnectionError, OSError) as error:
+            log.info("registration %d: direct send failed: %r", reg.number, error)
+            return False
+        if task is not None:
+            task.notified_at = time.monotonic()
+        return True
 
     # ---- HTTP routes ------------------------------------------------------
 
@@ -981,7 +1062,7 @@ class Orchestrator:
                 except ValueError:
                     self.violation(f"task {task_id}: error result with Pixels {pixels!r}")
             self.deliver(record, [], request.received_at)
-            return Response(200, "")
+            return self.delivered_answer(record)
 
         try:
             record["pixels"] = go_parse_int(header("pixels"))
@@ -1004,7 +1085,17 @@ class Orchestrator:
             return reject(500, f"error reading result: {error}", f"multipart body: {error}")
         record["kind"] = "renditions"
         self.deliver(record, raw_parts, request.received_at)
-        return Response(200, "")
+        return self.delivered_answer(record)
+
+    def delivered_answer(self, record):
+        """The 200 answer to a result; when the result was delivered to a
+        back_to_back task, the next task goes out the moment it is written."""
+        response = Response(200, "")
+        task = self.tasks.get(record["task_id"])
+        if task is not None and task.result is record and task.on_answered is not None:
+            hook, task.on_answered = task.on_answered, None
+            response.on_sent.append(lambda: hook(task))
+        return response
 
     def deliver(self, record, raw_parts, received_at):
         """Hand a parsed result to its task (or drop it, as go-livepeer does)."""
@@ -1123,21 +1214,32 @@ class Orchestrator:
                 "connected": self.latest_connected() is not None, "attempts": self.attempts,
                 "open": sum(1 for r in self.registrations if r.connected)}
 
-    async def command_send_task(self, cmd):
+    def prepare_task(self, cmd, segment=None, missing=False, profiles=None):
+        """Build a task as send_task describes it (store the segment, fill the
+        NotifySegment, register the Task), without sending it. `segment`:
+        the bytes, else read from cmd["segment_file"]; `missing`: the default
+        URL answers 404 (the segment is not stored); `profiles`: VideoProfile
+        messages, else built from cmd["profiles"]. Returns (reg, task, note,
+        url, field) or an error answer (a dict)."""
         session, seq = str(cmd["session"]), int(cmd.get("seq", 0))
         reg = self.pins.get(session)
         if reg is None or not reg.connected:   # a session stays on its transcoder while it is there
             reg = self.latest_connected()
         if reg is None:
             return {"ok": False, "error": "no transcoder connected"}
-        segment = open(cmd["segment_file"], "rb").read()
+        if segment is None:
+            segment = open(cmd["segment_file"], "rb").read()
         path = f"/stream/{session}/{seq}.tempfile"
-        self.segments[path] = segment
+        if missing:
+            self.segments.pop(path, None)
+        else:
+            self.segments[path] = segment
         url = cmd.get("url")
         if url is None:
             url = f"https://{self.host}:{self.port}{path}"
         duration_ms = int(cmd.get("duration_ms", 2000))
-        profiles = [video_profile(p) for p in cmd.get("profiles", [])]
+        if profiles is None:
+            profiles = [video_profile(p) for p in cmd.get("profiles", [])]
         field = cmd.get("profiles_field", "fullProfiles3")
         if field not in ("fullProfiles", "fullProfiles2", "fullProfiles3"):
             return {"ok": False, "error": f"bad profiles_field {field!r}"}
@@ -1168,15 +1270,26 @@ class Orchestrator:
         note = pb.NotifySegment(url=url, segData=seg, taskId=task_id, profiles=b"invalid", orchId="offchain")
         task = Task(task_id, session, seq, duration_ms, profiles, seg.calc_perceptual_hash, reg)
         self.tasks[task_id] = task
+        return reg, task, note, url, field
+
+    async def command_send_task(self, cmd):
+        prepared = self.prepare_task(cmd)
+        if isinstance(prepared, dict):
+            return prepared
+        reg, task, note, url, field = prepared
         try:
             await self.push(reg, "msg", note.SerializeToString(), task)
         except (ConnectionError, asyncio.TimeoutError) as error:
-            del self.tasks[task_id]
+            del self.tasks[task.id]
             return {"ok": False, "error": f"notification not sent: {error or type(error).__name__}"}
-        self.pins[session] = reg
-        log.info("task %d sent: session %s seq %d, %d profiles in %s, url %s", task_id, session, seq,
-                 len(profiles), field, url)
-        return {"ok": True, "task_id": task_id, "url": url, "registration": reg.number}
+        self.pins[task.session] = reg
+        log.info("task %d sent: session %s seq %d, %d profiles in %s, url %s", task.id, task.session, task.seq,
+                 len(task.profiles), field, url)
+        return {"ok": True, "task_id": task.id, "url": url, "registration": reg.number}
+
+    async def command_back_to_back(self, cmd):
+        run = BackToBack(self, cmd)
+        return await run.run()
 
     async def command_wait_result(self, cmd):
         task = self.tasks.get(int(cmd["task_id"]))
@@ -1231,6 +1344,131 @@ class Orchestrator:
 
     async def command_quit(self, cmd):
         return {"ok": True}
+
+
+class BackToBack:
+    """One back_to_back command: go-livepeer's orchestrator under load, where
+    a session's next segment is already waiting when its previous result is
+    answered. Each session's next task is built and written to the gRPC
+    stream by the result's Response.on_sent hook, which runs synchronously
+    right after the 200 answer's bytes are written to the transport (before
+    the drain, the only place that could yield): the answer and the next
+    notification leave in the same event-loop turn, with nothing between
+    them."""
+
+    MAX_UNEXPECTED = 20
+
+    def __init__(self, orch, cmd):
+        self.orch = orch
+        self.sessions = [str(s) for s in cmd["sessions"]]
+        self.rounds = int(cmd["rounds"])
+        self.error_every = int(cmd.get("error_every", 0))
+        self.timeout = float(cmd.get("timeout", 120))
+        self.segment = open(cmd["segment_file"], "rb").read()
+        self.profiles = [video_profile(p) for p in cmd.get("profiles", [])]
+        self.duration_ms = int(cmd.get("duration_ms", 2000))
+        if not self.sessions or len(set(self.sessions)) != len(self.sessions):
+            raise ValueError("sessions must be a non-empty list of distinct ids")
+        if self.rounds < 1 or self.error_every < 0:
+            raise ValueError("rounds must be >= 1 and error_every >= 0")
+        self.received = {s: 0 for s in self.sessions}   # results per session
+        self.failed = {}                                 # session -> why its chain stopped
+        self.missing_tasks = set()                       # ids of the deliberate 404 tasks
+        self.counts = {"results": 0, "renditions": 0, "errors": 0, "busy": 0, "expected_errors": 0}
+        self.unexpected = []
+        self.queued_sends = 0
+        self.closed = False
+        self.finished = asyncio.Event()
+
+    def missing(self, seq):
+        k = self.error_every
+        return k > 0 and seq % k == k - 1
+
+    def send(self, session, seq):
+        """Build and write the session's task `seq` now (synchronously; queued
+        on the stream only when it cannot be written at once)."""
+        prepared = self.orch.prepare_task(
+            {"session": session, "seq": seq, "duration_ms": self.duration_ms},
+            segment=self.segment, missing=self.missing(seq), profiles=self.profiles)
+        if isinstance(prepared, dict):
+            self.fail(session, prepared["error"])
+            return
+        reg, task, note, url, field = prepared
+        if self.missing(seq):
+            self.missing_tasks.add(task.id)
+        task.on_answered = self.answered
+        payload = note.SerializeToString()
+        self.orch.pins[session] = reg
+        if self.orch.write_now(reg, payload, task):
+            log.debug("back_to_back: task %d written at once: session %s seq %d", task.id, session, seq)
+            return
+        # The stream's writer is busy (or its window is short): queue it.
+        self.queued_sends += 1
+        log.info("back_to_back: task %d (session %s seq %d) queued, not written at once", task.id, session, seq)
+        future = asyncio.get_running_loop().create_future()
+        reg.outbox.put_nowait(("msg", payload, task, future))
+
+        def sent(f):
+            if f.cancelled() or f.exception() is not None:
+                task.on_answered = None
+                self.orch.tasks.pop(task.id, None)
+                self.fail(session, f"notification not sent: {f.exception() if not f.cancelled() else 'cancelled'}")
+        future.add_done_callback(sent)
+
+    def fail(self, session, why):
+        log.warning("back_to_back: session %s stopped: %s", session, why)
+        self.failed.setdefault(session, why)
+        self.check_finished()
+
+    def answered(self, task):
+        """The 200 answer to `task`'s result has just been written: count it
+        and, in this same turn, write the session's next task."""
+        if self.closed:
+            return
+        result = task.result
+        self.counts["results"] += 1
+        if result["kind"] == "renditions":
+            self.counts["renditions"] += 1
+            if task.id in self.missing_tasks:
+                self.orch.violation(f"task {task.id}: renditions for a segment URL that answered 404")
+        else:
+            self.counts["errors"] += 1
+            text = result["error_text"]
+            busy = text.lstrip().lower().startswith("transcoder busy")
+            expected = task.id in self.missing_tasks
+            self.counts["busy"] += busy
+            self.counts["expected_errors"] += expected
+            if not busy and not expected and len(self.unexpected) < self.MAX_UNEXPECTED:
+                self.unexpected.append(text)
+        self.received[task.session] += 1
+        if task.seq + 1 < self.rounds:
+            self.send(task.session, task.seq + 1)
+        self.check_finished()
+
+    def check_finished(self):
+        if all(self.received[s] >= self.rounds or s in self.failed for s in self.sessions):
+            self.finished.set()
+
+    def answer(self, started):
+        return {**self.counts, "unexpected_errors": list(self.unexpected), "queued_sends": self.queued_sends,
+                "elapsed_ms": int(round((time.monotonic() - started) * 1000)),
+                "incomplete": [s for s in self.sessions if self.received[s] < self.rounds]}
+
+    async def run(self):
+        started = time.monotonic()
+        log.info("back_to_back: %d sessions x %d rounds, error_every %d", len(self.sessions), self.rounds,
+                 self.error_every)
+        for session in self.sessions:
+            self.send(session, 0)
+        try:
+            await asyncio.wait_for(self.finished.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            self.closed = True
+            return {"ok": False, "error": "timeout", **self.answer(started)}
+        self.closed = True
+        if self.failed:
+            return {"ok": False, "error": next(iter(self.failed.values())), **self.answer(started)}
+        return {"ok": True, **self.answer(started)}
 
 
 PROFILE_ENUMS = {"format": "Format", "profile": "Profile", "encoder": "VideoCodec", "chromaFormat": "ChromaSubsampling"}

@@ -15,9 +15,12 @@ two-part multipart result parsed with the right lengths and pixels, a
 duplicate result, an error result, the 401/415/400/500 checks, unknown
 tasks, a perceptual-hash result, protocol violations (Content-Length
 mismatch, a part without Pixels), an 8 MB upload (also with a 64 KiB HTTP/2
-window), concurrent uploads, teardown (posts nothing), end_stream,
-re-registration, a client that goes away, restart on the same port, and
-exit 0 on quit and on EOF.
+window), concurrent uploads, back_to_back (2 sessions x 20 rounds with
+deliberate 404s; busy and other errors classified; timeout and a late
+result; on one shared HTTP/2 connection the next notification comes right
+after the 200 answer, never before it), teardown (posts nothing),
+end_stream, re-registration, a client that goes away, restart on the same
+port, and exit 0 on quit and on EOF.
 
 Run: .venv/bin/python3 tests/interop/ot_orchestrator_selftest.py [-v]
      (a few seconds; -v shows the orchestrator's log)
@@ -154,6 +157,7 @@ class RawH2:
         self.conn.initiate_connection()
         self.authority = f"127.0.0.1:{port}"
         self.streams = {}
+        self.events = []   # (event name, stream id, time) in the order received
         self.flush()
 
     def flush(self):
@@ -165,7 +169,9 @@ class RawH2:
         data = self.sock.recv(1 << 16)
         if not data:
             raise ConnectionError("orchestrator closed the connection")
+        now = time.monotonic()
         for event in self.conn.receive_data(data):
+            self.events.append((type(event).__name__, getattr(event, "stream_id", None), now))
             stream = self.streams.get(getattr(event, "stream_id", None))
             if stream is None:
                 continue
@@ -286,6 +292,9 @@ def run_checks(orch, web, segment):
           and not regs["connected"], regs)
     answer = orch.cmd("send_task", segment_file=SEGMENT, session="abcd1234", seq=0, profiles=PROFILES)
     check("send_task with no transcoder is refused", not answer["ok"], answer)
+    answer = orch.cmd("back_to_back", sessions=["b2b00000"], rounds=2, segment_file=SEGMENT, profiles=PROFILES)
+    check("back_to_back with no transcoder is refused", not answer["ok"] and answer["error"] ==
+          "no transcoder connected" and answer["results"] == 0 and answer["incomplete"] == ["b2b00000"], answer)
     answer = orch.cmd("wait_registration", timeout=0.3)
     check("wait_registration times out", answer == {"ok": False, "error": "timeout", "registrations": 0}, answer)
 
@@ -430,6 +439,9 @@ def run_checks(orch, web, segment):
     # ---- big and concurrent uploads ---------------------------------------
     big_upload(orch, tc, web, "big 8 MB upload (1 MiB window)")
 
+    # ---- back_to_back -----------------------------------------------------
+    back_to_back(orch, tc)
+
     # ---- teardown, end_stream ---------------------------------------------
     before = orch.cmd("results_count")["posted"]
     check("teardown", orch.cmd("teardown", session="abcd1234") == {"ok": True})
@@ -460,6 +472,7 @@ def run_checks(orch, web, segment):
         time.sleep(0.05)
     check("a cancelled stream is noticed", not orch.cmd("registrations")["connected"])
     shared_connection(orch, segment)
+    back_to_back_shared(orch)
     check("no protocol violations from grpcio", not any("RegisterTranscoder" in v or "HTTP/2" in v
                                                         for v in orch.violations()), orch.violations())
 
@@ -513,6 +526,172 @@ def shared_connection(orch, segment):
     check("end_stream (raw)", orch.cmd("end_stream")["ok"])
     stream = raw.wait(grpc_sid, lambda st: st["ended"])
     check("trailers grpc-status 0", stream["trailers"].get("grpc-status") == "0", stream)
+    raw.close()
+
+
+def b2b_client(orch, tc, posts, error_for=lambda note: None):
+    """A transcoder that answers every notification at once until it has
+    posted `posts` results (in a thread, while the orchestrator's command
+    runs): GET the segment; a non-200 becomes an error result with the status
+    text, else one rendition per profile, unless error_for(note) gives an
+    error text. Returns a dict filled as it goes: seqs per session, statuses
+    of the downloads, failures."""
+    state = {"seqs": {}, "downloads": {}, "failures": [], "posted": 0}
+
+    def run():
+        try:
+            with httpx.Client(http2=True, verify=False, timeout=20) as client:
+                while state["posted"] < posts:
+                    note = tc.next(timeout=30)
+                    if isinstance(note, tuple):
+                        raise RuntimeError(f"stream ended: {note}")
+                    session, seq = note.segData.auth_token.session_id, note.segData.seq
+                    state["seqs"].setdefault(session, []).append(seq)
+                    got = client.get(note.url)
+                    state["downloads"][(session, seq)] = got.status_code
+                    text = error_for(note)
+                    if got.status_code != 200:
+                        text = f"{got.status_code} {got.reason_phrase}"
+                    if text is not None:
+                        headers, body = result_headers(note.taskId, "livepeer/transcoding-error"), text.encode()
+                    else:
+                        ctype, body = multipart([rendition("video/mp2t", os.urandom(188 * 4), 426 * 240)
+                                                 for _ in note.segData.fullProfiles3])
+                        headers = result_headers(note.taskId, ctype, str(426 * 240))
+                    posted = client.post(f"{orch.base}/transcodeResults", headers=headers, content=body)
+                    if posted.status_code != 200:
+                        state["failures"].append(f"task {note.taskId}: answered {posted.status_code}")
+                    state["posted"] += 1
+        except Exception as error:
+            state["failures"].append(repr(error))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    state["thread"] = thread
+    return state
+
+
+def back_to_back(orch, tc):
+    """2 sessions x 20 rounds, every 5th task a 404; then busy and other
+    errors; then a timeout and a result that comes after it."""
+    violations = len(orch.violations())
+    sessions = ["b2b00001", "b2b00002"]
+    client = b2b_client(orch, tc, 40)
+    answer = orch.cmd("back_to_back", sessions=sessions, rounds=20, segment_file=SEGMENT, profiles=PROFILES[:1],
+                      duration_ms=2000, error_every=5, timeout=60)
+    client["thread"].join(10)
+    check("back_to_back 2 x 20, error_every 5: counts",
+          answer["ok"] and answer["results"] == 40 and answer["renditions"] == 32 and answer["errors"] == 8
+          and answer["expected_errors"] == 8 and answer["busy"] == 0 and answer["unexpected_errors"] == []
+          and answer["incomplete"] == [] and answer["elapsed_ms"] >= 0, answer)
+    check("back_to_back wrote every notification at once", answer["queued_sends"] == 0, answer)
+    check("back_to_back: each session's seqs in order, one at a time",
+          client["seqs"] == {s: list(range(20)) for s in sessions} and client["failures"] == [], client)
+    check("back_to_back: every 5th segment URL answers 404",
+          all(status == (404 if seq % 5 == 4 else 200) for (_, seq), status in client["downloads"].items())
+          and len(client["downloads"]) == 40, client["downloads"])
+    check("back_to_back: no violations", orch.violations()[violations:] == [], orch.violations()[violations:])
+
+    # Busy and other errors are classified; the chain goes on after each.
+    texts = {1: "Transcoder Busy: too many sessions", 2: "boom"}
+    client = b2b_client(orch, tc, 4, lambda note: texts.get(note.segData.seq))
+    answer = orch.cmd("back_to_back", sessions=["b2b00003"], rounds=4, segment_file=SEGMENT, profiles=PROFILES[:1],
+                      timeout=30)
+    client["thread"].join(10)
+    check("back_to_back: busy and unexpected errors", answer["ok"] and answer["results"] == 4
+          and answer["renditions"] == 2 and answer["errors"] == 2 and answer["busy"] == 1
+          and answer["expected_errors"] == 0 and answer["unexpected_errors"] == ["boom"]
+          and client["seqs"] == {"b2b00003": [0, 1, 2, 3]}, (answer, client))
+
+    # Nobody answers: a timeout; a result after it starts nothing new.
+    answer = orch.cmd("back_to_back", sessions=["b2b0000f"], rounds=3, segment_file=SEGMENT, profiles=PROFILES[:1],
+                      timeout=0.5)
+    check("back_to_back timeout", not answer["ok"] and answer["error"] == "timeout" and answer["results"] == 0
+          and answer["incomplete"] == ["b2b0000f"], answer)
+    note = tc.next()
+    check("back_to_back sent seq 0 before the timeout", note.segData.seq == 0
+          and note.segData.auth_token.session_id == "b2b0000f", note)
+    ctype, body = multipart([rendition("video/mp2t", os.urandom(500), 1)])
+    with httpx.Client(http2=True, verify=False, timeout=20) as client:
+        posted = client.post(f"{orch.base}/transcodeResults", headers=result_headers(note.taskId, ctype, "1"),
+                             content=body)
+    try:
+        extra = tc.next(timeout=0.5)
+    except queue.Empty:
+        extra = None
+    check("a result after the timeout is answered and sends nothing more", posted.status_code == 200
+          and extra is None, extra)
+
+
+def back_to_back_shared(orch):
+    """back_to_back on ONE HTTP/2 connection (gRPC, downloads and results):
+    the frames of the next notification must come after the 200 answer to
+    the previous result, and right after it."""
+    count = orch.cmd("registrations")["accepted"] + 1
+    raw = RawH2(orch.port)
+    request = pb.RegisterRequest(secret=SECRET, capacity=1)
+    request.capabilities.bitstring.append(DEFAULT_BITSTRING)
+    grpc_sid = raw.request("POST", METHOD, [("content-type", "application/grpc"), ("te", "trailers")],
+                           grpc_frame(request))
+    check("raw h2 registration for back_to_back", orch.cmd("wait_registration", timeout=10, count=count)["ok"])
+    state = {"order_ok": [], "gaps": [], "failures": [], "seqs": []}
+
+    def notes_in(sid, start):
+        """Whole gRPC messages on stream sid from byte `start`: ([notes], end)."""
+        data, notes, i = bytes(raw.streams[sid]["data"]), [], start
+        while len(data) >= i + 5 and len(data) >= i + 5 + struct.unpack(">I", data[i + 1:i + 5])[0]:
+            n = struct.unpack(">I", data[i + 1:i + 5])[0]
+            notes.append(pb.NotifySegment.FromString(data[i + 5:i + 5 + n]))
+            i += 5 + n
+        return notes, i
+
+    def run():
+        try:
+            offset, pending = 0, []
+            while len(state["seqs"]) < 6:
+                while not pending:
+                    raw.pump(10)
+                    pending, offset = notes_in(grpc_sid, offset)
+                note = pending.pop(0)
+                state["seqs"].append(note.segData.seq)
+                path = note.url.split(str(orch.port), 1)[1]
+                get = raw.wait(raw.request("GET", path), lambda st: st["ended"])
+                status = get["headers"].get(":status")
+                if status == "200":
+                    ctype, body = multipart([rendition("video/mp2t", os.urandom(400), 1)])
+                    headers = result_headers(note.taskId, ctype, "1")
+                else:
+                    headers, body = result_headers(note.taskId, "livepeer/transcoding-error"), b"404 Not Found"
+                mark = len(raw.events)
+                post_sid = raw.request("POST", "/transcodeResults", [(k.lower(), v) for k, v in headers.items()],
+                                       body)
+                if note.segData.seq == 5:
+                    raw.wait(post_sid, lambda st: st["ended"])
+                    break
+                raw.wait(grpc_sid, lambda st: notes_in(grpc_sid, offset)[0])
+                pending, offset = notes_in(grpc_sid, offset)
+                after = raw.events[mark:]
+                answered = [k for k, e in enumerate(after) if e[1] == post_sid and e[0] == "StreamEnded"]
+                notified = [k for k, e in enumerate(after) if e[1] == grpc_sid and e[0] == "DataReceived"]
+                state["order_ok"].append(bool(answered and notified and answered[0] < notified[0]))
+                if answered and notified:
+                    state["gaps"].append(after[notified[0]][2] - after[answered[0]][2])
+                if raw.streams[post_sid]["headers"].get(":status") != "200":
+                    state["failures"].append(f"task {note.taskId}: {raw.streams[post_sid]['headers']}")
+        except Exception as error:
+            state["failures"].append(repr(error))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    answer = orch.cmd("back_to_back", sessions=["b2b000aa"], rounds=6, segment_file=SEGMENT, profiles=PROFILES[:1],
+                      error_every=3, timeout=30)
+    thread.join(10)
+    check("back_to_back on a shared connection: counts", answer["ok"] and answer["results"] == 6
+          and answer["expected_errors"] == 2 and answer["queued_sends"] == 0 and state["seqs"] == list(range(6))
+          and state["failures"] == [], (answer, state))
+    check("next notification only after the 200 answer, at once",
+          state["order_ok"] == [True] * 5 and max(state["gaps"]) < 0.5, state)
+    check("end_stream (raw back_to_back)", orch.cmd("end_stream")["ok"])
     raw.close()
 
 

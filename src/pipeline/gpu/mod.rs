@@ -42,7 +42,8 @@ use self::nvenc::{EncoderSessions, NvencSupport};
 use self::segment::SegmentFailure;
 use super::cpu::CpuBackend;
 use super::{
-    Backend, EncoderSettings, GpuOptions, RenditionSpec, SegmentOptions, TranscodeError, Transcoded,
+    Backend, Cancel, EncoderSettings, GpuOptions, RenditionSpec, SegmentOptions, TranscodeError,
+    Transcoded,
 };
 
 /// Segments transcoded at once on one GPU unless `--max-sessions-per-gpu`
@@ -86,6 +87,9 @@ pub enum GpuError {
     BadSelection(String),
     #[error("no usable GPU: {0}")]
     NoUsableGpu(String),
+    /// The segment's waiter gave up: not the GPU's fault.
+    #[error("stopped: nobody waits for this segment any more")]
+    Cancelled,
 }
 
 fn cpu_init() {
@@ -157,9 +161,17 @@ impl GpuSlot {
         segment: Bytes,
         specs: &[RenditionSpec],
         settings: &EncoderSettings,
+        cancel: &Cancel,
     ) -> Result<Transcoded, SegmentFailure> {
         let device = self.device()?;
-        segment::transcode(&device, segment, specs, settings, self.nvenc_sessions())
+        segment::transcode(
+            &device,
+            segment,
+            specs,
+            settings,
+            self.nvenc_sessions(),
+            cancel,
+        )
     }
 
     /// The device, reopened if an error dropped it.
@@ -202,6 +214,15 @@ pub struct GpuBackend {
     released: (Mutex<()>, Condvar),
     /// Which GPU each stream's segments go to, and when it last sent one.
     pinned: Mutex<HashMap<String, (usize, Instant)>>,
+}
+
+/// Why a segment got no place on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoPlace {
+    /// No GPU is usable any more.
+    NoGpu,
+    /// It was cancelled, or its deadline passed, while every place was taken.
+    Gone,
 }
 
 /// A segment's place on a GPU; frees it on `Drop`.
@@ -317,7 +338,12 @@ impl GpuBackend {
             crate::protocol::parse_profile_list("P240p30fps16x9").expect("a built-in profile")[0],
         );
         for slot in &self.slots {
-            let outcome = slot.transcode(clip.clone(), std::slice::from_ref(&spec), &self.settings);
+            let outcome = slot.transcode(
+                clip.clone(),
+                std::slice::from_ref(&spec),
+                &self.settings,
+                &Cancel::new(),
+            );
             match outcome {
                 Ok(t)
                     if t.renditions
@@ -367,8 +393,15 @@ impl GpuBackend {
     }
 
     /// Waits for a place: the stream's own GPU when it has room, else the
-    /// least-loaded; None when no GPU is usable.
-    fn place(&self, stream: Option<&str>) -> Option<Placement<'_>> {
+    /// least-loaded; `NoGpu` when no GPU is usable, `Gone` when the segment
+    /// is cancelled or its deadline passes first (never a wait without end:
+    /// the executor's slots are the only queue).
+    fn place(
+        &self,
+        stream: Option<&str>,
+        deadline: Option<Instant>,
+        cancel: &Cancel,
+    ) -> Result<Placement<'_>, NoPlace> {
         let pinned = self.pinned_slot(stream);
         let mut guard = self.released.0.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -384,16 +417,19 @@ impl GpuBackend {
                 })
                 .collect();
             if !loads.iter().any(|l| l.2) {
-                return None;
+                return Err(NoPlace::NoGpu);
             }
             if let Some(index) = choose(&loads, pinned) {
                 self.pin(stream, index);
                 let slot = self.slots[index].clone();
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
-                return Some(Placement {
+                return Ok(Placement {
                     backend: self,
                     slot,
                 });
+            }
+            if cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(NoPlace::Gone);
             }
             guard = self
                 .released
@@ -500,14 +536,20 @@ impl Backend for GpuBackend {
             // Clipping is done where the decoded pictures are timed: on the CPU.
             return self.on_cpu(segment, specs, options, "a clip is made on the CPU".into());
         }
-        let Some(placement) = self.place(options.stream.as_deref()) else {
-            return self.on_cpu(segment, specs, options, "no usable GPU is left".into());
-        };
+        let placement =
+            match self.place(options.stream.as_deref(), options.deadline, &options.cancel) {
+                Ok(placement) => placement,
+                Err(NoPlace::NoGpu) => {
+                    return self.on_cpu(segment, specs, options, "no usable GPU is left".into());
+                }
+                Err(NoPlace::Gone) => return Err(TranscodeError::Cancelled),
+            };
         let slot = &placement.slot;
-        let outcome = slot.transcode(segment.clone(), specs, &self.settings);
+        let outcome = slot.transcode(segment.clone(), specs, &self.settings, &options.cancel);
         match outcome {
             Ok(transcoded) => Ok(transcoded),
             Err(SegmentFailure::Input(e)) => Err(e),
+            Err(SegmentFailure::Gpu(GpuError::Cancelled)) => Err(TranscodeError::Cancelled),
             Err(SegmentFailure::Gpu(error)) => {
                 if matches!(error, GpuError::Nvenc(_))
                     && !slot.nvenc_failed.swap(true, Ordering::AcqRel)

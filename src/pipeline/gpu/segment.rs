@@ -27,7 +27,9 @@ use crate::pipeline::cpu::{
     EncodedRung, RungEncoder, RungPlan, SourceSegment, from_ff, nothing_decoded, to_ff,
 };
 use crate::pipeline::ladder::FrameDecimator;
-use crate::pipeline::{EncoderSettings, Rational, RenditionSpec, TranscodeError, Transcoded};
+use crate::pipeline::{
+    Cancel, EncoderSettings, Rational, RenditionSpec, TranscodeError, Transcoded,
+};
 
 /// Scaled pictures in flight between the GPU thread and each encoder.
 const PICTURE_QUEUE: usize = 4;
@@ -89,6 +91,7 @@ pub fn transcode(
     specs: &[RenditionSpec],
     settings: &EncoderSettings,
     nvenc: Option<&std::sync::Arc<EncoderSessions>>,
+    cancel: &Cancel,
 ) -> Result<Transcoded, SegmentFailure> {
     let mut source = SourceSegment::open(segment).map_err(SegmentFailure::Input)?;
     let codec = gpu_codec(source.codec)?;
@@ -147,6 +150,9 @@ pub fn transcode(
         let mut run = || -> Result<(), GpuError> {
             let mut packets = source.input.packets();
             for (stream_of, packet) in &mut packets {
+                if cancel.is_cancelled() {
+                    return Err(GpuError::Cancelled);
+                }
                 if stream_of.index() == video_index {
                     keyframes += u64::from(packet.is_key());
                     if let Some(data) = packet.data() {

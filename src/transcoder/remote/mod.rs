@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tonic::transport::Endpoint;
 use zeroize::Zeroizing;
@@ -39,10 +38,12 @@ use self::session::{SessionEvent, SessionTable};
 use self::task::{Notification, Task, read_notification};
 use self::upload::ResultUpload;
 use crate::metrics::Metrics;
-use crate::pipeline::{Backend, SegmentOptions, TranscodeError, Transcoded};
+use crate::pipeline::workers::{Job, Policy, Refusal, RunError, Ticket, Workers};
+use crate::pipeline::{Backend, TranscodeError, Transcoded};
 use crate::proto::transcoder_client::TranscoderClient;
 use crate::proto::{Capabilities, NotifySegment, RegisterRequest, capabilities};
 use crate::protocol::capabilities::CapabilitySet;
+use crate::session::StreamKey;
 
 /// go-livepeer's service port, the default of `--orch-addr HOST`.
 pub const DEFAULT_ORCHESTRATOR_PORT: u16 = 8935;
@@ -61,6 +62,10 @@ const TCP_KEEPALIVE: (Duration, Duration, u32) =
     (Duration::from_secs(5), Duration::from_secs(2), 3);
 /// How often idle sessions are looked for.
 const SESSION_SWEEP: Duration = Duration::from_secs(5);
+/// Tasks of one session that may wait behind its running one. go-livepeer
+/// sends a session's next task only after the previous result; an
+/// orchestrator that sends sooner is served in order, not refused.
+const SESSION_QUEUE_DEPTH: usize = 2;
 
 /// `--orch-addr HOST[:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +176,8 @@ pub enum RemoteError {
     Refused(String),
     #[error("setting up the HTTP clients failed: {0}")]
     Client(String),
+    #[error("starting the transcode workers failed: {0}")]
+    Workers(String),
 }
 
 /// The link's state, for `/readyz` and the logs.
@@ -222,7 +229,8 @@ pub struct RemoteTranscoder {
     metrics: Metrics,
     state: Mutex<LinkState>,
     sessions: Mutex<SessionTable>,
-    slots: Arc<Semaphore>,
+    /// One slot per session registered as capacity.
+    workers: Workers,
     draining: AtomicBool,
     /// To the orchestrator: HTTP/2 only, its certificate unchecked or pinned.
     orchestrator_http: reqwest::Client,
@@ -266,13 +274,16 @@ impl RemoteTranscoder {
         let download_http = http_client(None, &[b"h2", b"http/1.1"], DOWNLOAD_TIMEOUT)?;
         let capacity = config.capacity.max(1);
         metrics.remote.capacity.set(capacity as i64);
-        metrics.transcode_slots.set(capacity as i64);
-        metrics
-            .backend_info
-            .with_label_values(&[backend.name(), &backend.device()])
-            .set(1);
+        // Capacity counts sessions, as the orchestrator counts it.
+        let workers = Workers::new(
+            backend.clone(),
+            capacity,
+            Policy::streams(SESSION_QUEUE_DEPTH),
+            metrics.clone(),
+        )
+        .map_err(|e| RemoteError::Workers(e.to_string()))?;
         Ok(Self {
-            slots: Arc::new(Semaphore::new(capacity)),
+            workers,
             config,
             backend,
             metrics,
@@ -550,15 +561,24 @@ impl RemoteTranscoder {
                     });
                     return;
                 }
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tasks.spawn(self.clone().run_task(task, permit));
+                let key = if task.session.is_empty() {
+                    StreamKey::unique()
+                } else {
+                    StreamKey::new(&task.session)
+                };
+                match self.workers.admit(&key) {
+                    Ok(ticket) => {
+                        tasks.spawn(self.clone().run_task(task, ticket));
                     }
-                    Err(_) => {
-                        let text = format!(
-                            "transcoder busy: all {} sessions in use",
-                            self.config.capacity
-                        );
+                    Err(refusal) => {
+                        let text = match refusal {
+                            Refusal::AllSlotsBusy { slots } => {
+                                format!("transcoder busy: all {slots} sessions in use")
+                            }
+                            Refusal::StreamQueueFull { queued } => format!(
+                                "transcoder busy: this session already has {queued} tasks waiting"
+                            ),
+                        };
                         tracing::warn!(task = task.task_id, session = %task.session, "{text}");
                         let this = self.clone();
                         tasks.spawn(async move {
@@ -607,7 +627,7 @@ impl RemoteTranscoder {
         }
     }
 
-    async fn run_task(self: Arc<Self>, task: Task, permit: OwnedSemaphorePermit) {
+    async fn run_task(self: Arc<Self>, task: Task, ticket: Ticket) {
         let started = Instant::now();
         self.metrics.remote.tasks_in_flight.inc();
         if !task.session.is_empty() {
@@ -621,7 +641,11 @@ impl RemoteTranscoder {
                 self.backend.end_stream(&task.session);
             }
         }
-        let outcome = self.download_and_transcode(&task).await;
+        // The slot is free once the transcode has returned (the ticket is
+        // spent or dropped inside): before the result is posted, so the
+        // session's next task, sent the instant the orchestrator has this
+        // result, always finds it.
+        let outcome = self.download_and_transcode(&task, ticket).await;
         let upload = match &outcome {
             Ok(transcoded) => upload::renditions(
                 &self.config.secret,
@@ -643,8 +667,6 @@ impl RemoteTranscoder {
             .task_seconds
             .with_label_values(&["upload"])
             .observe(upload_started.elapsed().as_secs_f64());
-        // The slot is free once the result is out.
-        drop(permit);
         let seconds = started.elapsed().as_secs_f64();
         self.metrics
             .remote
@@ -676,8 +698,13 @@ impl RemoteTranscoder {
         }
     }
 
-    async fn download_and_transcode(&self, task: &Task) -> Result<Transcoded, Failure> {
+    async fn download_and_transcode(
+        &self,
+        task: &Task,
+        ticket: Ticket,
+    ) -> Result<Transcoded, Failure> {
         let download_started = Instant::now();
+        // A failed download drops the ticket here, before the error is posted.
         let segment = self.download(&task.url).await.map_err(|text| Failure {
             text,
             ends_session: false,
@@ -692,27 +719,14 @@ impl RemoteTranscoder {
             .with_label_values(&["in"])
             .inc_by(segment.len() as u64);
 
-        let backend = self.backend.clone();
-        let renditions = task.renditions.clone();
-        let options = SegmentOptions {
+        let job = Job {
+            segment,
+            renditions: task.renditions.clone(),
             clip: task.clip,
-            stream: (!task.session.is_empty()).then(|| task.session.clone()),
+            deadline: Instant::now() + self.config.transcode_timeout,
         };
         let transcode_started = Instant::now();
-        let work =
-            tokio::task::spawn_blocking(move || backend.transcode(segment, &renditions, &options));
-        let outcome = match tokio::time::timeout(self.config.transcode_timeout, work).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(TranscodeError::Internal(format!(
-                "the transcode task failed: {join}"
-            ))),
-            Err(_) => {
-                return Err(Failure {
-                    text: "transcoding timed out".into(),
-                    ends_session: true,
-                });
-            }
-        };
+        let outcome = ticket.run(job).await;
         let elapsed = transcode_started.elapsed().as_secs_f64();
         self.metrics
             .remote
@@ -720,29 +734,16 @@ impl RemoteTranscoder {
             .with_label_values(&["transcode"])
             .observe(elapsed);
         match outcome {
-            Ok(transcoded) => {
-                self.metrics
-                    .transcode_seconds
-                    .with_label_values(&[transcoded.backend])
-                    .observe(elapsed);
-                if let Some(why) = &transcoded.fallback {
-                    tracing::warn!(task = task.task_id, %why, "segment transcoded on the CPU after the GPU failed");
-                    self.metrics.gpu_fallbacks.inc();
-                }
-                self.metrics.record_transcoded(transcoded.source_seconds);
-                for rendition in &transcoded.renditions {
-                    self.metrics
-                        .renditions
-                        .with_label_values(&[&rendition.spec.name])
-                        .inc();
-                    self.metrics
-                        .segment_bytes
-                        .with_label_values(&["out"])
-                        .inc_by(rendition.data.len() as u64);
-                }
-                Ok(transcoded)
-            }
-            Err(error) => Err(Failure {
+            Ok(transcoded) => Ok(transcoded),
+            Err(RunError::TimedOut(_) | RunError::WaitedTooLong(_)) => Err(Failure {
+                text: "transcoding timed out".into(),
+                ends_session: true,
+            }),
+            Err(RunError::Closed) => Err(Failure {
+                text: "transcoder is shutting down".into(),
+                ends_session: false,
+            }),
+            Err(RunError::Transcode(error)) => Err(Failure {
                 text: self.error_text(&error),
                 ends_session: true,
             }),
@@ -758,6 +759,7 @@ impl RemoteTranscoder {
             TranscodeError::Unsupported(detail) => return format!("unsupported profile: {detail}"),
             TranscodeError::NoKeyframes => return error.to_string(),
             TranscodeError::Internal(detail) => ("transcoding failed", detail),
+            TranscodeError::Cancelled => return "transcoding timed out".into(),
         };
         if self.config.expose_errors {
             format!("{stable}: {detail}")
@@ -839,6 +841,12 @@ impl RemoteTranscoder {
     /// Ok while registered and taking tasks, else why not (`/readyz`).
     pub fn readiness(&self) -> Result<(), String> {
         self.state().readiness()
+    }
+}
+
+impl crate::segment::Readiness for RemoteTranscoder {
+    fn readiness(&self) -> Result<(), String> {
+        RemoteTranscoder::readiness(self)
     }
 }
 
