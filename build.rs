@@ -12,6 +12,11 @@
 //!
 //! Nothing here needs CUDA or a GPU.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::path::{Path, PathBuf};
 
 fn main() {

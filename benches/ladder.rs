@@ -10,6 +10,11 @@
 //! alternate between the two so machine noise hits both alike; medians are
 //! reported, and the ratio is ffmpeg time ÷ lpgpu time (above 1: lpgpu faster).
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

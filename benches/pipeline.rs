@@ -1,6 +1,11 @@
 //! CPU pipeline costs: swscale bicubic 1080p → each rung, and the transcode of
 //! one 2 s 1080p30 segment per profile.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

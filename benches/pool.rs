@@ -16,6 +16,11 @@
 //!
 //! Under `cargo test` (no `--bench`), a one-second run checks that it works.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

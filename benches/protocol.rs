@@ -1,6 +1,11 @@
 //! The protocol's per-segment costs: decoding and verifying the headers, the
 //! keccak256 of a 2 MB body, and signature recovery.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 

@@ -15,6 +15,11 @@
 //!
 //! Under `cargo test` (no `--bench`), two tasks check that it still works.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

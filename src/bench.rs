@@ -198,7 +198,15 @@ pub fn run(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("bench sessions do not panic"))
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(BenchError::Transcode {
+                        session: 0,
+                        segment: 0,
+                        error: TranscodeError::Internal("a bench session panicked".into()),
+                    })
+                })
+            })
             .collect()
     });
     let wall = started.elapsed().as_secs_f64();
@@ -361,9 +369,10 @@ pub fn run_ffmpeg_baseline(config: &BenchConfig, segments: &[Segment]) -> Result
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("baseline sessions do not panic"))
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(BenchError::Baseline("a baseline session panicked".into())))
+        })
     });
     let wall = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).ok();

@@ -1,6 +1,10 @@
 //! The Prometheus registry and the metrics whose names are part of the
 //! contract (`design.md`, "Metrics"). Each part updates its own; nothing here
 //! does I/O except rendering the text format.
+#![allow(
+    clippy::expect_used,
+    reason = "metric definitions are constants: a bad one fails every test, never a peer's request"
+)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,11 @@ pub struct Metrics {
     /// Bytes of rejected request bodies read and discarded so the answer
     /// reaches the client whole.
     pub drained_bytes: IntCounter,
+    /// Connections on the TLS port by state (handshaking, idle, busy, closing).
+    pub connections: IntGaugeVec,
+    /// Connections past `--max-connections`: replaced (an idle or
+    /// handshaking one closed for a new one) or refused (all busy).
+    pub connections_limited: IntCounterVec,
     /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
     pub gpu_utilization: GaugeVec,
     /// The remote-transcoder mode's own (`lpgpu transcoder --orch-addr`).
@@ -368,6 +377,22 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let connections = r.add(
+            "lpgpu_connections",
+            IntGaugeVec::new(
+                Opts::new(
+                    "lpgpu_connections",
+                    "Connections on the TLS port by state (handshaking, idle, busy, closing).",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+        );
+        let connections_limited = r.counter(
+            "lpgpu_connections_limited_total",
+            "Connections past --max-connections: replaced (an idle or handshaking one closed for it) or refused (every connection busy).",
+            &["outcome"],
+        );
         let realtime_ratio = r.add(
             "lpgpu_realtime_ratio",
             Gauge::new(
@@ -395,6 +420,8 @@ impl Metrics {
             backend_info,
             gpu_fallbacks,
             drained_bytes,
+            connections,
+            connections_limited,
             gpu_utilization,
             realtime_ratio,
             transcoded: Arc::default(),

@@ -235,9 +235,12 @@ impl Node {
             // `RegisterTranscoder` is always answered: by the pool, or with
             // UNIMPLEMENTED and how to enable it.
             let registration = crate::pool::service::RegistrationService::new(pool.clone());
-            grpc = tonic::service::Routes::new(OrchestratorServer::new(orchestrator))
-                .add_service(TranscoderServer::new(registration))
-                .into_axum_router();
+            let most = crate::protocol::limits::MAX_GRPC_MESSAGE_BYTES;
+            grpc = tonic::service::Routes::new(
+                OrchestratorServer::new(orchestrator).max_decoding_message_size(most),
+            )
+            .add_service(TranscoderServer::new(registration).max_decoding_message_size(most))
+            .into_axum_router();
         }
         if let Some(pool) = pool {
             http = http.merge(crate::pool::http::router(pool));

@@ -31,6 +31,10 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "start-up: installed just above, or the process cannot do TLS at all"
+)]
 fn provider() -> Arc<CryptoProvider> {
     install_crypto_provider();
     CryptoProvider::get_default()
@@ -95,6 +99,10 @@ impl SelfSignedCert {
 
 /// A client configuration that checks only the server certificate's name (and
 /// the handshake signature), offering the given ALPN protocols.
+#[allow(
+    clippy::expect_used,
+    reason = "ring supports the default protocol versions: a constant fact"
+)]
 pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
@@ -112,6 +120,10 @@ pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
 /// self-signed and new at every start), unless `pin` gives the SHA-256 of
 /// the one certificate to accept. Handshake signatures are still verified,
 /// so a pinned certificate proves the peer holds its key.
+#[allow(
+    clippy::expect_used,
+    reason = "ring supports the default protocol versions: a constant fact"
+)]
 pub fn unverified_client_config(pin: Option<[u8; 32]>, alpn: &[&[u8]]) -> ClientConfig {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())

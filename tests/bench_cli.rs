@@ -1,6 +1,11 @@
 //! `lpgpu bench` as operators run it: JSON with the documented fields, CSV
 //! lines, an input cut into segments in-process, and the ffmpeg baseline.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,11 @@
 //! broadcasting, the HLS ladder checked with ffprobe; and delivery that waits
 //! out a busy node.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::path::Path;
@@ -289,4 +294,70 @@ async fn a_piped_live_stream_is_segmented_as_it_arrives() {
     );
     check_ladder(&out, &stream_id);
     node.stop().await;
+}
+
+/// An orchestrator that answers `GetTranscoder` with a control character in
+/// `authType` (and a line break in its credentials): peer data that cannot
+/// be a header.
+#[derive(Debug)]
+struct Misbehaving {
+    transcoder: String,
+}
+
+#[tonic::async_trait]
+impl lpgpu::proto::orchestrator_server::Orchestrator for Misbehaving {
+    async fn get_transcoder(
+        &self,
+        _: tonic::Request<lpgpu::proto::TranscoderRequest>,
+    ) -> Result<tonic::Response<lpgpu::proto::TranscoderInfo>, tonic::Status> {
+        Ok(tonic::Response::new(lpgpu::proto::TranscoderInfo {
+            transcoder: self.transcoder.clone(),
+            auth_type: "Livepeer-Eth-1\u{1}".into(),
+            credentials: "abc\r\nX-Injected: 1".into(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_character_from_the_orchestrator_is_a_clear_error_not_a_panic() {
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let cert = lpgpu::tls::SelfSignedCert::generate("localhost").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let grpc = tonic::service::Routes::new(
+        lpgpu::proto::orchestrator_server::OrchestratorServer::new(Misbehaving {
+            transcoder: uri.clone(),
+        }),
+    )
+    .into_axum_router();
+    let routes = lpgpu::server::NodeRoutes {
+        grpc,
+        http: Default::default(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lpgpu::server::serve(
+        listener,
+        cert.server_config().unwrap(),
+        routes,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let out = world.dir.path().join("hls");
+    let output =
+        tokio::task::block_in_place(|| broadcast(&world, job, &["--orchestrator", &uri], &out));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("authType is not a valid HTTP header value"),
+        "{stderr}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

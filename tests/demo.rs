@@ -1,6 +1,11 @@
 //! `lpgpu demo`, as a newcomer runs it: it finishes, leaves a playable HLS
 //! ladder in its output directory and nothing behind in the temp directory.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::process::Command;
 
 #[test]

@@ -4,6 +4,11 @@
 //! Checked with four clients, three of which lpgpu did not write: hyper,
 //! Python httpx (h2), `curl --http2` (and `--http1.1`) and `nghttp`.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

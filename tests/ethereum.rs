@@ -2,6 +2,11 @@
 //! by .ci/setup into contracts/node_modules), one per test, so no two tests
 //! share an account's nonce.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,11 @@
 //! far more uploads than slots; the node killed mid-broadcast and started
 //! again; the chain's RPC node gone and back; the broadcaster's disk full.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -598,4 +603,79 @@ async fn a_full_output_disk_is_a_clear_error_and_the_playlists_still_parse() {
         }
     }
     assert!(playlists > 0, "the first segment's playlists were written");
+}
+
+/// Two thousand idle connections (half never start TLS, half finish it and
+/// say nothing) from an independent client, against a node limited to 256:
+/// a real client still gets its segment transcoded at once, and the node's
+/// file descriptors stay near the limit, not near two thousand.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_idle_connections_keep_no_client_out_and_descriptors_stay_bounded() {
+    const LIMIT: usize = 256;
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let chain = format!("ledger:{}", world.ledger_path().display());
+    let node = NodeProcess::start(
+        &world,
+        &chain,
+        0,
+        &["--max-connections", &LIMIT.to_string()],
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", node.child.id()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+
+    let mut flood = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/idle_flood.py"))
+        .args(["127.0.0.1", &node.port.to_string(), "1000", "1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let holding = tokio::task::block_in_place(|| common::first_line(&mut flood));
+    println!("flood: {holding}");
+    let counts: Vec<usize> = holding
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 3, "{holding:?}");
+    assert_eq!(counts[0] + counts[1] + counts[2], 2000, "{holding:?}");
+
+    // A real exchange, while the flood holds everything it could open.
+    let segment = Bytes::from(std::fs::read(clip("h264_720p.ts")).unwrap());
+    let started = Instant::now();
+    let (status, _, body) = https_request(
+        node.addr(),
+        "localhost",
+        b"h2",
+        signed_upload(&world, job, 0, &segment),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    println!(
+        "a segment transcoded in {:?} under the flood",
+        started.elapsed()
+    );
+    let during = fds();
+    println!("node descriptors: {before} before, {during} under the flood");
+    assert!(
+        during <= before + LIMIT + 16,
+        "{during} descriptors under the flood ({before} before, limit {LIMIT})"
+    );
+    let metrics = node.metrics();
+    assert!(
+        counter(
+            &metrics,
+            "lpgpu_connections_limited_total{outcome=\"replaced\"} "
+        ) > 1000,
+        "{metrics}"
+    );
+    drop(flood.stdin.take());
+    let _ = flood.wait();
+    node.kill9();
 }

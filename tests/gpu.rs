@@ -8,6 +8,11 @@
 //! Fixtures are made in-process (libavfilter), since the GPU machine has no
 //! ffmpeg CLI; outputs are checked by decoding them with libavcodec.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::process::Command;
 
 use bytes::Bytes;

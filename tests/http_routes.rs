@@ -1,6 +1,11 @@
 //! The node's HTTP side over real TLS, in HTTP/1.1 and HTTP/2, beside gRPC on
 //! the same port.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use bytes::Bytes;

@@ -2,6 +2,11 @@
 //! checked by an independent client: Python grpcio + eth-account
 //! (`tests/interop/`, installed into `.venv` by `.ci/setup`).
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -13,6 +13,11 @@
 //! depends on NVDEC (stopwatch_8frames.ts, start_pts_problem.ts: RASL
 //! pictures libavcodec drops) it checks libavcodec's count.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,11 @@
 //! After real traffic, `/metrics` counts what happened and passes
 //! `promtool check metrics`; every metric the Grafana dashboard queries exists.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::io::Write;

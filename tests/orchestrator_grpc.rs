@@ -1,6 +1,11 @@
 //! GetTranscoder over real TLS and real gRPC: a tonic client with the
 //! name-checking verifier against a node on loopback.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use common::{RunningNode, World};

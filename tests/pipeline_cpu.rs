@@ -1,6 +1,11 @@
 //! The CPU backend on real clips, checked by ffprobe: ladder sizes, frame-rate
 //! reduction (never an increase), timestamps kept, audio copied.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use bytes::Bytes;

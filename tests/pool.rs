@@ -6,6 +6,11 @@
 //! test's own where that is permitted (root), else loopback, said in the
 //! output.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -6,6 +6,11 @@
 //! processes; every rendition is checked with ffprobe and every `Pixels`
 //! recounted from the decoded output.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

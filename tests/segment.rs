@@ -2,6 +2,11 @@
 //! kind of bad input gets its clear, typed error, and afterwards good segments
 //! still transcode, in both response forms, into renditions ffprobe accepts.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test and build code: a failed expectation is the report"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -24,7 +24,7 @@ use crate::chain::{Chain, ChainError, Job};
 use crate::eth::{Address, PrivateKey, keccak256};
 use crate::pipeline::ladder::output_size;
 use crate::pipeline::segmenter::Segment;
-use crate::proto::{TranscoderInfo, TranscoderRequest};
+use crate::proto::TranscoderRequest;
 use crate::protocol::{ManifestId, Profile, SegmentHeader, encode_segment_header};
 use hls::{MediaPlaylist, Variant, master_playlist};
 use upload::{TranscoderConnection, UploadError, parse_multipart};
@@ -142,7 +142,10 @@ struct Delivered {
 
 #[derive(Debug)]
 struct Session {
-    info: TranscoderInfo,
+    /// `authType` and `credentials`, checked as header values: they come
+    /// from the orchestrator and are sent on every upload.
+    auth_type: http::HeaderValue,
+    credentials: http::HeaderValue,
     connection: Arc<TranscoderConnection>,
 }
 
@@ -150,6 +153,8 @@ struct Session {
 #[derive(Debug)]
 pub struct Broadcaster {
     job: Job,
+    /// The job's manifest id (read from its stream id when connecting).
+    manifest: ManifestId,
     profiles: Vec<Profile>,
     key: Arc<PrivateKey>,
     orchestrator_uri: String,
@@ -178,9 +183,25 @@ async fn get_transcoder(
         .map_err(|_| failed("no answer within 10 s".into()))?
         .map_err(|status| failed(format!("{:?}: {}", status.code(), status.message())))?
         .into_inner();
+    // The orchestrator's strings become request headers: a control
+    // character or a line break in them is its error, said plainly.
+    let header = |field: &str, value: &str| {
+        http::HeaderValue::from_str(value).map_err(|_| {
+            failed(format!(
+                "the orchestrator's {field} is not a valid HTTP header value ({} bytes)",
+                value.len()
+            ))
+        })
+    };
+    let auth_type = header("authType", &info.auth_type)?;
+    let credentials = header("credentials", &info.credentials)?;
     let connection = Arc::new(TranscoderConnection::new(&info.transcoder)?);
     tracing::info!(job, transcoder = %info.transcoder, "GetTranscoder: credentials received");
-    Ok(Arc::new(Session { info, connection }))
+    Ok(Arc::new(Session {
+        auth_type,
+        credentials,
+        connection,
+    }))
 }
 
 impl Broadcaster {
@@ -200,10 +221,11 @@ impl Broadcaster {
             job: job_id,
             reason: e.to_string(),
         })?;
-        ManifestId::of_stream_id(&job.stream_id).map_err(|e| BroadcastError::BadJob {
-            job: job_id,
-            reason: e.to_string(),
-        })?;
+        let manifest =
+            ManifestId::of_stream_id(&job.stream_id).map_err(|e| BroadcastError::BadJob {
+                job: job_id,
+                reason: e.to_string(),
+            })?;
         let orchestrator_uri = match target {
             OrchestratorTarget::Uri(uri) => uri,
             OrchestratorTarget::Address(address) => {
@@ -218,6 +240,7 @@ impl Broadcaster {
         let session = get_transcoder(&orchestrator_uri, job_id, &key).await?;
         Ok(Self {
             job,
+            manifest,
             profiles,
             key,
             orchestrator_uri,
@@ -235,8 +258,7 @@ impl Broadcaster {
     }
 
     fn rendition_stream_id(&self, profile: &Profile) -> String {
-        let manifest = ManifestId::of_stream_id(&self.job.stream_id).expect("checked in connect");
-        manifest.stream_id(profile)
+        self.manifest.stream_id(profile)
     }
 
     /// Uploads one segment with retries; returns the renditions in job order.
@@ -275,13 +297,25 @@ impl Broadcaster {
             attempts += 1;
             let session = self.session.read().await.clone();
             let request = http::Request::post(format!("{}/segment", session.connection.uri()))
-                .header("authorization", &session.info.auth_type)
-                .header("credentials", &session.info.credentials)
+                .header("authorization", session.auth_type.clone())
+                .header("credentials", session.credentials.clone())
                 .header("livepeer-segment", &header)
                 .header("content-type", "video/MP2T")
                 .header("accept", "multipart/mixed")
-                .body(Full::new(segment.data.clone()))
-                .expect("a valid request");
+                .body(Full::new(segment.data.clone()));
+            // The URI is the orchestrator's: a bad one is its error, not a panic.
+            let request = match request {
+                Ok(request) => request,
+                Err(e) => {
+                    return (
+                        attempts,
+                        Err(SegmentFailure(format!(
+                            "the transcoder URI {:?} makes no valid request: {e}",
+                            session.connection.uri()
+                        ))),
+                    );
+                }
+            };
             let failure = match session.connection.send(request, timeout).await {
                 Ok(answer) if answer.status == http::StatusCode::OK => {
                     return (attempts, self.renditions(&answer));
@@ -541,6 +575,10 @@ impl Ladder<'_> {
 }
 
 /// A channel of segments for [`broadcast`], filled from a list.
+#[allow(
+    clippy::expect_used,
+    reason = "the channel is made as large as the list"
+)]
 pub fn segments_from(list: Vec<Segment>) -> tokio::sync::mpsc::Receiver<Segment> {
     let (sender, receiver) = tokio::sync::mpsc::channel(list.len().max(1));
     for segment in list {
@@ -567,8 +605,7 @@ pub async fn broadcast(
             path: out.to_path_buf(),
             source,
         })?;
-    let manifest =
-        ManifestId::of_stream_id(&broadcaster.job.stream_id).expect("checked in connect");
+    let manifest = broadcaster.manifest;
     let master_path = out.join(format!("{manifest}.m3u8"));
     let mut ladder = Ladder {
         broadcaster: &broadcaster,

@@ -158,6 +158,10 @@ impl Ledger {
         self.path.with_file_name(name)
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "the ledger's own types always serialise to JSON"
+    )]
     fn write(&self, file: &LedgerFile) -> Result<(), ChainError> {
         let temporary = self.sibling("tmp");
         let json = serde_json::to_vec_pretty(file).expect("ledger JSON serialises");

@@ -5,6 +5,10 @@
 //! has such a flag, a `[<command>]` table to that command only (an unknown key
 //! there is an error). A flag on the command line wins over the environment,
 //! which wins over the file. This is the tool edge: errors become `anyhow`.
+#![allow(
+    clippy::expect_used,
+    reason = "the command line's own invariants, checked at start-up"
+)]
 
 mod bench;
 mod broadcast;

@@ -16,7 +16,9 @@ use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig};
 use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION, Version};
-use crate::server::{Readiness, serve, serve_metrics, service_uri, shutdown_signal};
+use crate::server::{
+    Readiness, ServeOptions, serve_metrics, serve_with, service_uri, shutdown_signal,
+};
 use crate::store::StoreLimits;
 use crate::tls::SelfSignedCert;
 use crate::transcoder::remote::{OrchAddr, RemoteConfig, RemoteTranscoder};
@@ -33,6 +35,11 @@ pub(crate) struct ListenArgs {
     /// Plain-HTTP listener for /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9935")]
     metrics_listen: SocketAddr,
+    /// Connections open at once on the TLS port. Past it a new connection
+    /// takes the place of one still in its handshake or idle the longest;
+    /// it is refused only when every connection has a request in flight.
+    #[arg(long, value_name = "N", default_value_t = crate::protocol::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     #[command(flatten)]
     chain: ChainArgs,
 }
@@ -152,6 +159,9 @@ pub(crate) struct ListenModeArgs {
     /// Address and port to listen on (TLS).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8935")]
     listen: SocketAddr,
+    /// Connections open at once on the TLS port (see `lpgpu node --help`).
+    #[arg(long, value_name = "N", default_value_t = crate::protocol::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// The name clients dial: the certificate's only name.
     #[arg(
         long,
@@ -327,6 +337,7 @@ pub(crate) fn run_transcoder(args: TranscoderArgs) -> Result<()> {
             .hostname
             .context("listen mode needs --hostname (or give --orch-addr for dial-out mode)")?,
         metrics_listen: args.metrics_listen,
+        max_connections: listen_mode.max_connections,
         chain: listen_mode.chain,
     };
     let orchestrator = listen_mode.orchestrator_address.context(
@@ -546,6 +557,11 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
     // placeholder URI first, so a bad flag never binds a port.
     let provisional = service_uri(&listen.hostname, listen.listen.port());
     let config = node_config(role, &provisional, backend)?;
+    anyhow::ensure!(
+        listen.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    crate::server::check_open_files(listen.max_connections);
     runtime()?.block_on(async move {
         let block = chain.current_block().await.with_context(|| format!("reading {}", listen.chain.chain))?;
         let listener = tokio::net::TcpListener::bind(listen.listen)
@@ -599,7 +615,11 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
             chain = %listen.chain.chain, block, "serving");
         // One machine-readable line on stdout for scripts and tests.
         println!("lpgpu {role_name} listening on {local} as {own_uri}");
-        serve(listener, tls, node.routes(), wait(stopped)).await.context("serving")?;
+        let options = ServeOptions {
+            max_connections: listen.max_connections,
+            metrics: Some(node.metrics().clone()),
+        };
+        serve_with(listener, tls, node.routes(), options, wait(stopped)).await.context("serving")?;
         metrics_server.await.context("the metrics server task")?.context("serving metrics")?;
         tracing::info!("stopped");
         Ok(())

@@ -111,7 +111,9 @@ pub fn encrypt(key: &PrivateKey, password: &[u8], strength: KdfStrength) -> Keys
         KdfStrength::Light => (12, 8, 6),
     };
     let mut derived = Zeroizing::new([0u8; 32]);
+    #[allow(clippy::expect_used, reason = "fixed parameters and output length")]
     let params = scrypt::Params::new(log_n, r, p).expect("fixed scrypt parameters are valid");
+    #[allow(clippy::expect_used, reason = "fixed parameters and output length")]
     scrypt::scrypt(password, &salt, &params, derived.as_mut()).expect("32-byte output is valid");
 
     let mut ciphertext = key.secret_bytes().to_vec();
@@ -301,6 +303,7 @@ impl KeystoreDir {
         );
         let path = self.dir.join(name);
         let temporary = self.dir.join(".lpgpu-key.tmp");
+        #[allow(clippy::expect_used, reason = "the keystore's own type serialises")]
         let json = serde_json::to_vec_pretty(&doc).expect("keystore JSON serialises");
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -344,7 +347,9 @@ impl KeystoreDir {
         match files.len() {
             0 => Err(KeystoreError::NoKey(self.dir.clone())),
             1 => {
-                let path = files.into_iter().next().expect("one file");
+                let Some(path) = files.into_iter().next() else {
+                    return Err(KeystoreError::NoKey(self.dir.clone()));
+                };
                 let text = fs::read(&path).map_err(|source| KeystoreError::Io {
                     path: path.clone(),
                     source,

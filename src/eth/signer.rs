@@ -163,6 +163,10 @@ impl PrivateKey {
     }
 
     /// Signs a 32-byte digest as is (RFC 6979 nonce, low S, v = 27/28).
+    #[allow(
+        clippy::expect_used,
+        reason = "signing a 32-byte digest with a valid key cannot fail"
+    )]
     pub fn sign_digest(&self, digest: &[u8; 32]) -> Signature {
         let (signature, recovery_id) = self
             .key

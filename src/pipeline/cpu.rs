@@ -351,6 +351,8 @@ pub(crate) fn check_specs(specs: &[RenditionSpec]) -> Result<(), TranscodeError>
             "no renditions asked for".into(),
         ));
     }
+    // A thread per rendition: the count is bounded for every caller.
+    crate::protocol::limits::check_renditions(specs.len()).map_err(TranscodeError::Unsupported)?;
     for spec in specs {
         let in_range = |v: u32| (2..=8192).contains(&v);
         if !in_range(spec.width) || !in_range(spec.height) || spec.box_pixels() > MAX_PIXELS {
@@ -660,7 +662,9 @@ fn encode_rung(
             let scaler = new_scaler(shape, w, h)?;
             state = Some((encoder, scaler, shape));
         }
-        let (encoder, scaler, scaler_shape) = state.as_mut().expect("set above");
+        let Some((encoder, scaler, scaler_shape)) = state.as_mut() else {
+            return Err(TranscodeError::Internal("a rung lost its encoder".into()));
+        };
         let started = std::time::Instant::now();
         if *scaler_shape != shape {
             // The picture changed size or format mid-segment: rescale to the same output.
@@ -851,7 +855,10 @@ pub(super) fn mux_rendition(
         .write_header()
         .map_err(internal("writing the container header"))?;
 
-    let video_out = output.stream(0).expect("added above").time_base();
+    let video_out = output
+        .stream(0)
+        .ok_or_else(|| TranscodeError::Internal("the muxer lost its video stream".into()))?
+        .time_base();
     let mut video_dts = MonotonicDts::new();
     for mut packet in rung.packets {
         packet.rescale_ts(rung.time_base, video_out);
@@ -862,7 +869,10 @@ pub(super) fn mux_rendition(
             .map_err(internal("muxing video"))?;
     }
     if let Some(track) = audio {
-        let audio_out = output.stream(1).expect("added above").time_base();
+        let audio_out = output
+            .stream(1)
+            .ok_or_else(|| TranscodeError::Internal("the muxer lost its audio stream".into()))?
+            .time_base();
         let mut audio_dts = MonotonicDts::new();
         for packet in &track.packets {
             let mut packet = packet.clone();

@@ -196,7 +196,10 @@ fn segment_input(
         let Some(open) = current.as_mut() else {
             continue;
         };
-        let out_time_base = open.output.stream(out_index).expect("added").time_base();
+        let Some(out_stream) = open.output.stream(out_index) else {
+            continue;
+        };
+        let out_time_base = out_stream.time_base();
         packet.rescale_ts(stream.time_base(), out_time_base);
         packet.set_stream(out_index);
         packet.set_position(-1);

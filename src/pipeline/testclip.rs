@@ -1,6 +1,10 @@
 //! A test clip made in-process with libavfilter: moving, noisy video
 //! (`testsrc2` + `noise`) and a tone (`sine`), encoded to H.264 + AAC in
 //! MPEG-TS in memory. The demo broadcasts it; nothing is read from disk.
+#![allow(
+    clippy::expect_used,
+    reason = "the filter graph is lpgpu's own, built from constants"
+)]
 
 use bytes::Bytes;
 use ffmpeg::{ChannelLayout, Dictionary, Packet, codec, encoder, filter, format, frame};

@@ -694,7 +694,11 @@ impl Reservation {
             2.0
         };
         let budget = budget.min(task_deadline(Duration::from_secs_f64(seconds.min(300.0))));
-        let mut placed = self.placed.take().expect("a reservation is run once");
+        let Some(mut placed) = self.placed.take() else {
+            return Err(TranscodeError::Internal(
+                "a pool reservation was run twice".into(),
+            ));
+        };
         let mut tried: Vec<MemberId> = Vec::new();
         loop {
             let member = placed.member;

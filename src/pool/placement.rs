@@ -227,7 +227,9 @@ impl Placement {
             })
             .map(|(id, _)| *id)
             .ok_or(PlaceError::NoRoom)?;
-        self.members.get_mut(&chosen).expect("chosen").streams += 1;
+        if let Some(member) = self.members.get_mut(&chosen) {
+            member.streams += 1;
+        }
         let session = new_session();
         self.streams.insert(
             stream.to_string(),

@@ -14,7 +14,7 @@ use super::placement::MemberInfo;
 use super::{Eviction, Pool};
 use crate::proto::transcoder_server::{Transcoder, TranscoderServer};
 use crate::proto::{NotifySegment, RegisterRequest};
-use crate::protocol::capabilities::CapabilitySet;
+use crate::protocol::capabilities::{CapabilitySet, check_bitstring};
 
 /// What go-livepeer's transcoder sends when it sends no capabilities.
 const GO_LIVEPEER_DEFAULT_CAPABILITIES: [u64; 1] = [0x4005FFF];
@@ -102,6 +102,19 @@ impl Transcoder for RegistrationService {
                 .with_label_values(&["capacity"])
                 .inc();
             return Err(Status::unknown("zero capacity"));
+        }
+        if let Some(Err(why)) = register
+            .capabilities
+            .as_ref()
+            .map(|c| check_bitstring(&c.bitstring))
+        {
+            tracing::warn!(%peer, "transcoder registration refused: {why}");
+            pool.metrics()
+                .pool
+                .refused
+                .with_label_values(&["capabilities"])
+                .inc();
+            return Err(Status::invalid_argument(why));
         }
         let (capabilities, version) = match &register.capabilities {
             Some(c) => (

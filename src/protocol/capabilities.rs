@@ -60,6 +60,20 @@ pub const LPGPU_CAPABILITIES: [Capability; 15] = [
     SEGMENT_SLICING,
 ];
 
+/// Whether a peer's bitstring is within
+/// [`limits::MAX_CAPABILITY_WORDS`](super::limits::MAX_CAPABILITY_WORDS).
+pub fn check_bitstring(words: &[u64]) -> Result<(), String> {
+    let max = super::limits::MAX_CAPABILITY_WORDS;
+    if words.len() > max {
+        Err(format!(
+            "a capability bitstring of {} words (at most {max})",
+            words.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// A set of capabilities.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapabilitySet(BTreeSet<Capability>);
@@ -74,8 +88,12 @@ impl CapabilitySet {
         Self::new(LPGPU_CAPABILITIES)
     }
 
-    /// From the wire's bitstring words.
+    /// From the wire's bitstring words; words past
+    /// [`limits::MAX_CAPABILITY_WORDS`](super::limits::MAX_CAPABILITY_WORDS)
+    /// are not read (a peer's bitstring never makes a set larger than
+    /// that). [`check_bitstring`] says whether a bitstring is too long.
     pub fn from_bitstring(words: &[u64]) -> Self {
+        let words = &words[..words.len().min(super::limits::MAX_CAPABILITY_WORDS)];
         let mut set = BTreeSet::new();
         for (word_index, word) in words.iter().enumerate() {
             for bit in 0..64u32 {
@@ -242,6 +260,11 @@ mod tests {
         assert_eq!(set.to_bitstring(), [1 | 1 << 63, 1, 1 << 2]);
         assert_eq!(CapabilitySet::from_bitstring(&set.to_bitstring()), set);
         assert_eq!(CapabilitySet::default().to_bitstring(), Vec::<u64>::new());
+        // A peer's endless bitstring is cut and refused, never a huge set.
+        let endless = vec![u64::MAX; 100_000];
+        assert!(check_bitstring(&endless).is_err());
+        assert!(check_bitstring(&[1, 2, 3, 4]).is_ok());
+        assert_eq!(CapabilitySet::from_bitstring(&endless).iter().count(), 256);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum HeaderError {
     },
     #[error("{0} must not be negative")]
     Negative(&'static str),
+    #[error("header of {0} bytes is longer than the limit of {limit}", limit = super::limits::MAX_HEADER_VALUE_BYTES)]
+    TooLong(usize),
 }
 
 /// Why credentials were refused.
@@ -39,6 +41,9 @@ pub enum CredentialsError {
 }
 
 fn decode_base64_protobuf<M: Message + Default>(header: &str) -> Result<M, HeaderError> {
+    if header.len() > super::limits::MAX_HEADER_VALUE_BYTES {
+        return Err(HeaderError::TooLong(header.len()));
+    }
     let bytes = STANDARD
         .decode(header.trim())
         .map_err(|_| HeaderError::NotBase64)?;
@@ -96,9 +101,16 @@ impl SegmentHeader {
 pub fn decode_segment_header(header: &str) -> Result<SegmentHeader, HeaderError> {
     let data: SegData = decode_base64_protobuf(header)?;
     let seq = u64::try_from(data.seq).map_err(|_| HeaderError::Negative("seq"))?;
-    check_length("hash", &data.hash, 32)?;
+    let hash: [u8; 32] = data
+        .hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| HeaderError::BadLength {
+            field: "hash",
+            expected: 32,
+            got: data.hash.len(),
+        })?;
     check_length("sig", &data.sig, 65)?;
-    let hash = data.hash.as_slice().try_into().expect("length checked");
     Ok(SegmentHeader {
         seq,
         hash,
@@ -107,7 +119,8 @@ pub fn decode_segment_header(header: &str) -> Result<SegmentHeader, HeaderError>
 }
 
 pub fn encode_segment_header(segment: &SegmentHeader) -> String {
-    let seq = i64::try_from(segment.seq).expect("segment numbers fit in int64");
+    // Segment numbers past int64 do not occur; saturate rather than panic.
+    let seq = i64::try_from(segment.seq).unwrap_or(i64::MAX);
     let data = SegData {
         seq,
         hash: segment.hash.to_vec(),
@@ -122,7 +135,7 @@ pub fn mint_credentials(orchestrator: &PrivateKey, job_id: u64) -> String {
     let sig = orchestrator.sign(job_id.to_string().as_bytes()).to_vec();
     encode_credentials(&AuthToken {
         sig,
-        job_id: i64::try_from(job_id).expect("job ids fit in int64"),
+        job_id: i64::try_from(job_id).unwrap_or(i64::MAX),
     })
 }
 

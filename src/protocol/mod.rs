@@ -7,6 +7,7 @@
 
 pub mod capabilities;
 mod headers;
+pub mod limits;
 mod profiles;
 pub mod results;
 mod stream_id;

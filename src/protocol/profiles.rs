@@ -142,7 +142,7 @@ pub fn parse_transcoding_options(options: &str) -> Result<Vec<Profile>, ProfileE
     }
     let mut profiles = Vec::with_capacity(options.len() / 8);
     for chunk in options.as_bytes().chunks(8) {
-        let id = std::str::from_utf8(chunk).expect("ascii checked above");
+        let id = std::str::from_utf8(chunk).map_err(|_| ProfileError::BadLength(options.len()))?;
         let profile = Profile::by_id(id)?;
         if profiles.contains(&profile) {
             return Err(ProfileError::Duplicate(profile.name));

@@ -172,6 +172,7 @@ pub fn authorize(
         reason,
     };
     let profiles = job.profiles().map_err(|e| unusable(e.to_string()))?;
+    crate::protocol::limits::check_renditions(profiles.len()).map_err(unusable)?;
     let ids =
         rendition_stream_ids(&job.stream_id, &profiles).map_err(|e| unusable(e.to_string()))?;
     // Chain data: a job whose ids do not cover its profiles is unusable,

@@ -4,6 +4,10 @@
 //! sessions, and the kernels' bandwidth next to a plain device copy.
 //!
 //! Safe code over `cuda` and `nvdec`; nothing here runs in the server.
+#![allow(
+    clippy::expect_used,
+    reason = "a diagnostics tool over lpgpu's own clips, not the server"
+)]
 
 use std::sync::Arc;
 use std::time::Instant;

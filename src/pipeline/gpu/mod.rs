@@ -326,6 +326,7 @@ impl GpuBackend {
 
     /// Transcodes a built-in 1 s clip to 240p on each GPU; a GPU that fails
     /// or falls back is not used.
+    #[allow(clippy::expect_used, reason = "start-up, over a built-in profile")]
     fn self_test(&self, refused: &mut Vec<String>) {
         let clip = match super::testclip::make_test_clip(1, 320, 180) {
             Ok(clip) => clip,

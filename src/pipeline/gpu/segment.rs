@@ -119,18 +119,16 @@ pub fn transcode(
                 scope.spawn(move || -> Result<Option<EncodedRung>, TranscodeError> {
                     let mut encoder: Option<RungEncoder> = None;
                     for (mut picture, pts) in receiver {
-                        if encoder.is_none() {
-                            encoder = Some(RungEncoder::open(
+                        let rung = match encoder.as_mut() {
+                            Some(rung) => rung,
+                            None => encoder.insert(RungEncoder::open(
                                 worker_plan.clone(),
                                 picture.width(),
                                 picture.height(),
                                 Pixel::NV12,
-                            )?);
-                        }
-                        encoder
-                            .as_mut()
-                            .expect("set above")
-                            .encode(&mut picture, pts)?;
+                            )?),
+                        };
+                        rung.encode(&mut picture, pts)?;
                     }
                     encoder.map(|e| e.finish(0.0)).transpose()
                 }),
@@ -305,7 +303,9 @@ fn scale_and_send(
                 rung.download = Some(super::cuda::alloc_pinned(&device.runtime, len)?);
             }
         }
-        let scaler = rung.scaler.as_mut().expect("made above");
+        let Some(scaler) = rung.scaler.as_mut() else {
+            return Err(GpuError::Cuda("a rung has no scaler".into()));
+        };
         device.runtime.resize(stream, source, scaler)?;
         if let Some(download) = rung.download.as_mut() {
             stream
@@ -322,13 +322,17 @@ fn scale_and_send(
     for (rung, _) in rungs.iter_mut().zip(&keep).filter(|(_, k)| **k) {
         if let Some(encoder) = rung.nvenc.as_mut() {
             let started = std::time::Instant::now();
-            let scaler = rung.scaler.as_ref().expect("made above");
+            let Some(scaler) = rung.scaler.as_ref() else {
+                return Err(GpuError::Cuda("a rung has no scaler".into()));
+            };
             encoder.encode(scaler.picture_address(stream), picture.pts.unwrap_or(0))?;
             rung.busy += started.elapsed();
             continue;
         }
         let (w, h) = rung.output;
-        let download = rung.download.as_ref().expect("made with the scaler");
+        let Some(download) = rung.download.as_ref() else {
+            return Err(GpuError::Cuda("a rung has no download buffer".into()));
+        };
         let host = download
             .as_slice()
             .map_err(|e| cuda_error("reading the pinned buffer", e))?;

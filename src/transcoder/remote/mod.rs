@@ -534,7 +534,8 @@ impl RemoteTranscoder {
             .connect_with_connector(connector)
             .await
             .map_err(|e| describe_transport_error(&e))?;
-        Ok(TranscoderClient::new(channel))
+        Ok(TranscoderClient::new(channel)
+            .max_decoding_message_size(crate::protocol::limits::MAX_GRPC_MESSAGE_BYTES))
     }
 
     fn dispatch(self: &Arc<Self>, notify: NotifySegment, tasks: &mut JoinSet<()>) {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::pipeline::{Clip, Container, Gop, H264Profile, Rational, RenditionSpec};
 use crate::proto::{NotifySegment, TaskSegData, VideoProfile, video_profile};
-use crate::protocol::capabilities::{CapabilitySet, Incompatible, job_fits};
+use crate::protocol::capabilities::{CapabilitySet, Incompatible, check_bitstring, job_fits};
+use crate::protocol::limits;
 pub use crate::protocol::task_deadline as deadline_for;
 
 /// Durations above this are refused (`spec/ot-protocol.md`: up to 5 minutes).
@@ -69,6 +70,9 @@ pub enum TaskError {
     InvalidClip,
     #[error("missing segment data")]
     MissingSegData,
+    /// A list or field past `protocol::limits`.
+    #[error("task too large: {0}")]
+    TooLarge(String),
 }
 
 /// Reads a notification. `offered`/`version` are what this transcoder
@@ -118,6 +122,7 @@ fn read_task(
         d => d,
     };
     if let Some(job) = &data.capabilities {
+        check_bitstring(&job.bitstring).map_err(TaskError::TooLarge)?;
         let needed = CapabilitySet::from_bitstring(&job.bitstring);
         let min_version = job.constraints.as_ref().map(|c| c.min_version.as_str());
         job_fits(&needed, min_version, offered, version)
@@ -135,6 +140,7 @@ fn read_task(
     .into_iter()
     .find(|list| !list.is_empty())
     .ok_or(TaskError::NoProfiles)?;
+    limits::check_renditions(profiles.len()).map_err(TaskError::TooLarge)?;
     let renditions = profiles
         .iter()
         .map(rendition_of)
