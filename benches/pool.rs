@@ -54,14 +54,13 @@ fn placement_cost(members: usize) -> (f64, f64) {
         });
     }
     let needs = JobNeeds::default();
-    let now = Instant::now();
     let rounds = (200_000 / members).clamp(200, 100_000);
     // New streams: placed, then ended (the member scan is the cost).
     let started = Instant::now();
     for i in 0..rounds {
         let stream = format!("s{i}");
         placement
-            .place(&stream, &needs, &[], now, || "cafe".into())
+            .place(&stream, &needs, &[], || "cafe".into())
             .unwrap();
         placement.unpin(&stream);
     }
@@ -70,7 +69,7 @@ fn placement_cost(members: usize) -> (f64, f64) {
     for i in 0..1000 {
         let stream = format!("live{i}");
         if placement
-            .place(&stream, &needs, &[], now, || "cafe".into())
+            .place(&stream, &needs, &[], || "cafe".into())
             .is_ok()
         {
             placement.finish(&stream);
@@ -83,7 +82,7 @@ fn placement_cost(members: usize) -> (f64, f64) {
     for i in 0..100_000 {
         let stream = &streams[i % streams.len()];
         placement
-            .place(stream, &needs, &[], now, || "cafe".into())
+            .place(stream, &needs, &[], || "cafe".into())
             .unwrap();
         placement.finish(stream);
     }

@@ -7,17 +7,17 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`proto`] | the generated `net` wire types and gRPC services (`proto/net.proto`, `proto/transcoder.proto`) |
-//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids, O–T capabilities, `/transcodeResults` checks and the streaming multipart reader ([`protocol::results`]), the O–T deadline |
+//! | [`protocol`] | header encodings, `flatten`, profiles, `transcodingOptions`, stream ids, what a rendition is ([`protocol::rendition`]: codec with its profile, container, box, rate, GOP), `VideoProfile` ↔ rendition both ways ([`protocol::video_profile`]), O–T capabilities, `/transcodeResults` checks and the streaming multipart reader ([`protocol::results`]), the O–T deadline, the sizes accepted from peers ([`protocol::limits`]) |
 //! | [`eth`] | keccak256, secp256k1 signing and recovery, EIP-55, V3 keystores |
 //! | [`chain`] | the [`chain::Chain`] trait, the embedded [`chain::Ledger`], [`chain::Ethereum`] (alloy) |
 //! | [`tls`] | per-start self-signed certificates; the name-only client verifier; [`tls::DialTarget`] |
 //! | [`orchestrator`] | `GetTranscoder` verification (plain), its tonic service (edge), a client |
-//! | [`session`] | stream and session identity: [`session::StreamKey`], the 128-bit [`session::SessionId`] |
+//! | [`session`] | streams and their sessions: [`session::StreamKey`], the 128-bit [`session::SessionId`], the one [`session::Registry`] of live sessions (idle expiry, renewal, teardown) and [`session::Sessions`], whose end hooks release every per-stream table (a backend's GPU placement, a pool's pin) |
 //! | [`store`] | the node's one bounded `/stream/…` store (renditions and the pool's source segments, one budget) and its router |
 //! | [`pool`] | the orchestrator's pool of remote transcoders (`--orch-secret`): placement and the wire of a task as plain code ([`pool::placement`], [`pool::relay`]); the waiting, retries and evictions; `RegisterTranscoder` ([`pool::service`]); `/transcodeResults` ([`pool::http`]) |
 //! | [`segment`] | the generation-neutral path of a segment below every wire: admit (the executor's slots, or the pool) → read and hash the body → execute → store; one [`segment::Error`] with blame and retry-after; the `/segment` dispatcher choosing the wire by its headers ([`segment::http`]) |
 //! | [`transcoder`] | the 2018 `/segment` wire: verification (plain) and rendering, a thin adapter over [`segment`]; [`transcoder::remote`]: the dial-out mode, today's O–T wire (tasks, sessions, uploads and backoff as plain code; the gRPC link, downloads and uploads at the edge) over the same executor |
-//! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), the one executor ([`pipeline::workers`]: a worker thread per slot, honest slots, per-stream queues, cancellation at the deadline), what a rendition is ([`pipeline::rendition`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
+//! | [`pipeline`] | the [`pipeline::Backend`] trait (and [`pipeline::echo`], a backend that does no work, for relay benchmarks), the one executor ([`pipeline::workers`]: a worker thread per slot, honest slots, per-stream queues, cancellation at the deadline), which encoder makes a codec and what a backend can do ([`pipeline::encoders`], [`pipeline::Backend::capabilities`]), ladder arithmetic, timestamp repair, the CPU backend, the GPU backend ([`pipeline::gpu`]: NVDEC, CUDA resize, hybrid libx264, the rig), the segmenter, the demo clip |
 //! | [`broadcaster`] | orchestrator lookup, signed uploads with retries, HLS output, the ladder's player page ([`broadcaster::player`]) |
 //! | [`metrics`] | the Prometheus registry, the contract's metric names, NVML sampling |
 //! | [`plot`] | the SVG sizing plot of `lpgpu bench --plot` (plain string building) |

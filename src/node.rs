@@ -89,6 +89,16 @@ impl NodeConfig {
         }
     }
 
+    /// An orchestrator's defaults: `key` answers `GetTranscoder`, mints and
+    /// accepts its own credentials, and signs results.
+    pub fn orchestrator(service_uri: String, key: Arc<PrivateKey>) -> Self {
+        Self {
+            orchestrator_key: Some(key.clone()),
+            signer: Some(key.clone()),
+            ..Self::new(service_uri, key.address())
+        }
+    }
+
     /// Everything that can be wrong, said before a port is bound.
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |why: &str| Err(NodeError::Config(why.to_string()));

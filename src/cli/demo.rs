@@ -100,9 +100,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let uri = service_uri("localhost", listener.local_addr()?.port());
         let chain: Arc<dyn Chain> = Arc::new(ledger.clone());
         let metrics = Metrics::new();
-        let mut config = NodeConfig::new(uri.clone(), orchestrator.address());
-        config.orchestrator_key = Some(orchestrator.clone());
-        config.signer = Some(orchestrator.clone());
+        let mut config = NodeConfig::orchestrator(uri.clone(), orchestrator.clone());
         config.backend = Some(backend);
         config.max_sessions = std::thread::available_parallelism()
             .map(|n| n.get())

@@ -15,7 +15,7 @@ use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig};
-use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION, Version};
+use crate::protocol::capabilities::{GO_LIVEPEER_VERSION, Version};
 use crate::server::{
     Readiness, ServeOptions, serve_metrics, serve_with, service_uri, shutdown_signal,
 };
@@ -425,7 +425,8 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         secret,
         capacity,
         version: dial.orch_version,
-        capabilities: CapabilitySet::lpgpu(),
+        // What the backend really does: the one source of advertised bits.
+        capabilities: backend.capabilities(),
         cert_pin,
         ping_interval: Duration::from_secs(dial.orch_ping_seconds),
         transcode_timeout: Duration::from_secs(slots.transcode_timeout_seconds),
@@ -484,33 +485,32 @@ fn node_config(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let orchestrating = |key: Arc<PrivateKey>, transcoder_uri, pool_secret| NodeConfig {
+        transcoder_uri,
+        pool_secret,
+        ..NodeConfig::orchestrator(own_uri.to_string(), key)
+    };
     let (mut config, uploads, slots) = match role {
         Role::Node {
             key,
             transcoder_uri,
             pool_secret,
             segments,
-        } => {
-            let mut config = NodeConfig::new(own_uri.to_string(), key.address());
-            config.signer = Some(key.clone());
-            config.orchestrator_key = Some(key);
-            config.transcoder_uri = transcoder_uri;
-            config.pool_secret = pool_secret;
-            (config, segments.uploads, Some(segments.slots))
-        }
+        } => (
+            orchestrating(key, transcoder_uri, pool_secret),
+            segments.uploads,
+            Some(segments.slots),
+        ),
         Role::Orchestrator {
             key,
             transcoder_uri,
             pool_secret,
             uploads,
-        } => {
-            let mut config = NodeConfig::new(own_uri.to_string(), key.address());
-            config.signer = Some(key.clone());
-            config.orchestrator_key = Some(key);
-            config.transcoder_uri = transcoder_uri;
-            config.pool_secret = pool_secret;
-            (config, uploads, None)
-        }
+        } => (
+            orchestrating(key, transcoder_uri, pool_secret),
+            uploads,
+            None,
+        ),
         Role::Transcoder {
             orchestrator,
             signer,

@@ -18,11 +18,12 @@ use ffmpeg::software::scaling;
 use ffmpeg::{Dictionary, Packet, codec, encoder, format, frame, media, picture};
 use ffmpeg_next as ffmpeg;
 
+use super::encoders::software_encoder;
 use super::ladder::{FrameDecimator, output_frame_rate, output_size};
 use super::timestamps::{MonotonicDts, PictureClock};
 use super::{
-    Backend, Clip, Container, EncoderSettings, Gop, Rational, Rendition, RenditionSpec,
-    SegmentOptions, TranscodeError, Transcoded,
+    Backend, Clip, EncoderSettings, Gop, H264Profile, Rational, Rendition, RenditionSpec,
+    SegmentOptions, TranscodeError, Transcoded, VideoCodec,
 };
 
 /// Frames in flight between the decoder and each profile's worker.
@@ -354,6 +355,15 @@ pub(crate) fn check_specs(specs: &[RenditionSpec]) -> Result<(), TranscodeError>
     // A thread per rendition: the count is bounded for every caller.
     crate::protocol::limits::check_renditions(specs.len()).map_err(TranscodeError::Unsupported)?;
     for spec in specs {
+        software_encoder(spec.codec)?;
+        if !spec.container.carries(spec.codec) {
+            return Err(TranscodeError::Unsupported(format!(
+                "{}: {} cannot carry {}",
+                spec.name,
+                spec.container.muxer(),
+                spec.codec.name()
+            )));
+        }
         let in_range = |v: u32| (2..=8192).contains(&v);
         if !in_range(spec.width) || !in_range(spec.height) || spec.box_pixels() > MAX_PIXELS {
             return Err(TranscodeError::Unsupported(format!(
@@ -752,13 +762,17 @@ impl RungPlan {
             }
             None => spec.bitrate_bps as usize,
         };
-        if let Some(profile) = spec.h264_profile.x264_name() {
-            options.push(("profile", profile.to_string()));
+        let profile = match spec.codec {
+            VideoCodec::H264(profile) => profile,
+            _ => H264Profile::EncoderDefault,
+        };
+        if let Some(name) = profile.x264_name() {
+            options.push(("profile", name.to_string()));
         }
         let gop_frames = self.gop_frames(rate);
         // Intra-only and B-frame-free profiles have no B-frames; a GOP of one
         // picture has no room for them either.
-        let max_b_frames = (!spec.h264_profile.allows_b_frames() || gop_frames == 1).then_some(0);
+        let max_b_frames = (!profile.allows_b_frames() || gop_frames == 1).then_some(0);
         X264Setup {
             bit_rate,
             gop_frames,
@@ -775,12 +789,17 @@ fn open_encoder(
     rate: Rational,
     format: Pixel,
 ) -> Result<encoder::Video, TranscodeError> {
-    let codec = encoder::find_by_name("libx264")
-        .ok_or_else(|| TranscodeError::Internal("this FFmpeg has no libx264 encoder".into()))?;
+    let chosen = software_encoder(plan.spec.codec)?;
+    let codec = encoder::find_by_name(chosen.ffmpeg_name()).ok_or_else(|| {
+        TranscodeError::Internal(format!(
+            "this FFmpeg has no {} encoder",
+            chosen.ffmpeg_name()
+        ))
+    })?;
     let mut encoder = codec::context::Context::new_with_codec(codec)
         .encoder()
         .video()
-        .map_err(internal("creating the H.264 encoder"))?;
+        .map_err(internal("creating the encoder"))?;
     let setup = plan.x264_setup(rate);
     encoder.set_width(width);
     encoder.set_height(height);
@@ -799,7 +818,8 @@ fn open_encoder(
     }
     encoder.open_with(options).map_err(|e| {
         TranscodeError::Internal(format!(
-            "opening libx264 ({width}x{height}, preset {}): {e}",
+            "opening {} ({width}x{height}, preset {}): {e}",
+            chosen.ffmpeg_name(),
             plan.settings.preset
         ))
     })
@@ -833,16 +853,18 @@ pub(super) fn mux_rendition(
 ) -> Result<Rendition, TranscodeError> {
     let container = rung.spec.container;
     let buffer = SharedBuffer::default();
-    let io = match container {
-        Container::MpegTs => format::context::StreamIo::from_write(buffer.clone()),
-        // MP4 seeks back to write its index.
-        Container::Mp4 => format::context::StreamIo::from_write_seek(buffer.clone()),
+    // MP4 and Matroska seek back to write their index.
+    let io = if container.seeks() {
+        format::context::StreamIo::from_write_seek(buffer.clone())
+    } else {
+        format::context::StreamIo::from_write(buffer.clone())
     }
     .map_err(internal("setting up in-memory output"))?;
     let mut output = format::output_to_stream(io, None, Some(container.muxer()))
         .map_err(internal("creating the muxer"))?;
+    // The stream's codec is the encoder's own.
     output
-        .add_stream(encoder::find(codec::Id::H264))
+        .add_stream(encoder::find(rung.parameters.id()))
         .map_err(internal("adding video"))?
         .set_parameters(rung.parameters.clone());
     if let Some(track) = audio {
@@ -950,7 +972,7 @@ mod tests {
     fn gop_profile_and_quality_reach_libx264() {
         let mut s = spec();
         s.gop = Gop::Millis(1000);
-        s.h264_profile = H264Profile::ConstrainedHigh;
+        s.codec = VideoCodec::H264(H264Profile::ConstrainedHigh);
         s.quality = Some(70);
         let setup = plan(s.clone()).x264_setup(Rational::new(30000, 1001));
         assert_eq!(setup.gop_frames, 30);
@@ -961,7 +983,7 @@ mod tests {
         assert_eq!(setup.bit_rate, 0);
         assert!(option(&setup, "x264-params").is_some());
         s.gop = Gop::IntraOnly;
-        s.h264_profile = H264Profile::Main;
+        s.codec = VideoCodec::H264(H264Profile::Main);
         s.bitrate_bps = 0;
         s.quality = None;
         let setup = plan(s).x264_setup(Rational::new(30, 1));

@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod echo;
+pub mod encoders;
 pub mod gpu;
 pub mod ladder;
 pub mod rendition;
@@ -25,28 +26,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use rendition::{Cancel, Clip, Container, Gop, H264Profile, RenditionSpec, SegmentOptions};
-
-/// A frame rate or time base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rational {
-    pub num: i32,
-    pub den: i32,
-}
-
-impl Rational {
-    pub const fn new(num: i32, den: i32) -> Self {
-        Self { num, den }
-    }
-
-    pub fn as_f64(&self) -> f64 {
-        if self.den == 0 {
-            0.0
-        } else {
-            f64::from(self.num) / f64::from(self.den)
-        }
-    }
-}
+pub use rendition::{
+    Cancel, Clip, Container, Gop, H264Profile, Rational, RenditionSpec, SegmentOptions, VideoCodec,
+};
 
 /// One rung of the ladder, muxed as its spec's container says.
 #[derive(Clone)]
@@ -169,6 +151,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The stream `key` has ended: forget whatever was kept for it (the GPU
     /// rig's placement). Backends without per-stream state ignore it.
     fn end_stream(&self, _key: &str) {}
+    /// What it really does, as today's wires' capability bits: the one
+    /// source of what a node or rig advertises (registration,
+    /// `GetOrchestrator`, the pool's placement). By default what the CPU
+    /// encoders and decoders do.
+    fn capabilities(&self) -> crate::protocol::capabilities::CapabilitySet {
+        encoders::software_capabilities()
+    }
 }
 
 /// `--backend`.

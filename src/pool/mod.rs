@@ -31,17 +31,19 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use self::placement::{JobNeeds, Lateness, MemberId, MemberInfo, PlaceError, Placed, Placement};
+use self::placement::{
+    IdleEnd, JobNeeds, Lateness, MemberId, MemberInfo, PlaceError, Placed, Placement,
+};
 use self::relay::{ResultError, TaskRequest, notify_segment, read_error_text, read_renditions};
 use crate::metrics::Metrics;
 use crate::pipeline::cpu::{SegmentFacts, probe_segment};
 use crate::pipeline::ladder::output_size;
-use crate::pipeline::workers::{Job, RunError, Workers};
+use crate::pipeline::workers::{Job, RunError, Workers, record_transcoded};
 use crate::pipeline::{RenditionSpec, TranscodeError, Transcoded};
 use crate::proto::NotifySegment;
 use crate::protocol::results::Part;
 use crate::protocol::task_deadline;
-use crate::session::StreamKey;
+use crate::session::{EndReason, SESSION_IDLE, Sessions, StreamKey};
 use crate::store::StreamStore;
 
 /// Notifications queued per member beyond its capacity (teardowns, a retry).
@@ -145,6 +147,8 @@ pub struct Pool {
     next_task: AtomicI64,
     /// Woken whenever a stream's segment is done.
     finished: tokio::sync::Notify,
+    /// The streams' sessions: one ending for idleness unpins its stream.
+    sessions: Arc<Sessions>,
 }
 
 /// How one attempt ended, when it did not give renditions.
@@ -174,7 +178,7 @@ impl Pool {
             let id = state.placement.add(MemberInfo {
                 name: "local".into(),
                 capacity: member.workers.slots(),
-                capabilities: crate::protocol::capabilities::CapabilitySet::lpgpu(),
+                capabilities: member.workers.backend().capabilities(),
                 version: crate::protocol::capabilities::GO_LIVEPEER_VERSION.into(),
                 local: true,
             });
@@ -188,22 +192,22 @@ impl Pool {
             metrics,
             next_task: AtomicI64::new(1),
             finished: tokio::sync::Notify::new(),
+            sessions: Sessions::new(SESSION_IDLE),
         });
+        let weak = Arc::downgrade(&pool);
+        pool.sessions
+            .on_end(Arc::new(move |stream: &StreamKey, reason: EndReason| {
+                if let (EndReason::Idle, Some(pool)) = (reason, weak.upgrade()) {
+                    pool.end_idle_stream(stream);
+                }
+            }));
         pool.publish_members();
         pool
     }
 
     /// Ends idle streams every few seconds while the pool lives.
     pub fn start_sweeper(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Some(pool) = weak.upgrade() else { return };
-                pool.end_idle_streams(Instant::now());
-            }
-        });
+        self.sessions.start_sweeper(SWEEP_INTERVAL);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -356,25 +360,33 @@ impl Pool {
         }
     }
 
-    fn end_idle_streams(&self, now: Instant) {
-        let ended = {
-            let mut state = self.lock();
-            let ended = state.placement.expire(now);
-            ended
-                .into_iter()
-                .filter_map(|(member, session)| {
-                    state
-                        .links
-                        .get(&member)
-                        .map(|link| (link.sender.clone(), session))
-                })
-                .collect::<Vec<_>>()
-        };
-        for (sender, session) in ended {
-            tracing::debug!(%session, "stream idle for 70 s: teardown sent");
-            let _ = sender.try_send(Ok(relay::teardown(&session)));
+    /// The session registry ended `stream` for idleness: unpinned unless a
+    /// segment of it is in flight (then it lives on), and its member's
+    /// session ends: a teardown for a remote member, the backend's own
+    /// placement for the local one.
+    fn end_idle_stream(&self, stream: &StreamKey) {
+        let ended = self.lock().placement.end_idle(stream.as_str());
+        match ended {
+            IdleEnd::Busy => {
+                self.sessions.segment(stream, false);
+            }
+            IdleEnd::Unknown => {}
+            IdleEnd::Unpinned(member, session) => {
+                match &self.local {
+                    Some((id, local)) if *id == member => {
+                        local.workers.backend().end_stream(stream.as_str());
+                    }
+                    _ => {
+                        let sender = self.lock().links.get(&member).map(|l| l.sender.clone());
+                        if let Some(sender) = sender {
+                            tracing::debug!(%session, "stream idle for 70 s: teardown sent");
+                            let _ = sender.try_send(Ok(relay::teardown(&session)));
+                        }
+                    }
+                }
+                self.publish_members();
+            }
         }
-        self.publish_members();
     }
 
     /// A result upload for `task_id`: delivered to the waiting attempt, or
@@ -418,6 +430,7 @@ impl Pool {
             }
         };
         self.publish_load(placed.member);
+        self.sessions.segment(&StreamKey::new(stream), false);
         Ok(Reservation {
             pool: self.clone(),
             stream: stream.to_string(),
@@ -434,7 +447,7 @@ impl Pool {
     ) -> Result<Placed, PoolError> {
         self.lock()
             .placement
-            .place(stream, needs, exclude, Instant::now(), new_session_id)
+            .place(stream, needs, exclude, new_session_id)
             .map_err(|e| match e {
                 PlaceError::NoRoom => PoolError::Busy,
                 PlaceError::StreamBusy => PoolError::StreamBusy,
@@ -559,29 +572,10 @@ impl Pool {
                     backend: "pool",
                     fallback: None,
                 };
-                self.record_remote(&transcoded, sent.elapsed());
+                // Counted as the executor counts local work.
+                record_transcoded(&self.metrics, &transcoded, sent.elapsed());
                 Ok(transcoded)
             }
-        }
-    }
-
-    /// What a remote member made, counted as the executor counts local work.
-    fn record_remote(&self, transcoded: &Transcoded, elapsed: Duration) {
-        let metrics = &self.metrics;
-        metrics
-            .transcode_seconds
-            .with_label_values(&["pool"])
-            .observe(elapsed.as_secs_f64());
-        metrics.record_transcoded(transcoded.source_seconds);
-        for rendition in &transcoded.renditions {
-            metrics
-                .renditions
-                .with_label_values(&[&rendition.spec.name])
-                .inc();
-            metrics
-                .segment_bytes
-                .with_label_values(&["out"])
-                .inc_by(rendition.data.len() as u64);
         }
     }
 
@@ -789,8 +783,12 @@ fn describe(error: &AttemptError) -> String {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // The stream may send its next segment (to the same member).
+        // The stream may send its next segment (to the same member); it
+        // was active until now.
         self.pool.lock().placement.finish(&self.stream);
+        self.pool
+            .sessions
+            .segment(&StreamKey::new(&self.stream), false);
         self.pool.finished.notify_waiters();
         if let Some(placed) = &self.placed {
             self.pool.publish_load(placed.member);

@@ -2,16 +2,15 @@
 //! streams, streams pinned to a member while they live, one segment at a
 //! time per stream, new streams to the least-loaded compatible member
 //! (pinned streams ÷ capacity), and the lateness count that evicts a member
-//! (`spec/ot-protocol.md`, "Time limits and capacity"). No I/O, no clocks but
-//! the `now` it is given.
+//! (`spec/ot-protocol.md`, "Time limits and capacity"). When a stream is
+//! idle is the node's session registry's to say ([`crate::session`]); a
+//! stream it ends is unpinned here unless a segment of it is in flight.
+//! No I/O, no clocks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use crate::protocol::capabilities::{CapabilitySet, job_fits};
 
-/// A stream without a segment for this long is ended on its member.
-pub const SESSION_IDLE: Duration = Duration::from_secs(70);
 /// A member late this many times in a row is evicted (go-livepeer: once).
 pub const LATE_LIMIT: u32 = 2;
 
@@ -47,7 +46,6 @@ struct Pin {
     /// The session id the member knows this stream by.
     session: String,
     busy: bool,
-    last_segment: Instant,
 }
 
 /// A job's requirements.
@@ -73,6 +71,17 @@ pub enum PlaceError {
     NoRoom,
     #[error("the stream already has a segment in flight")]
     StreamBusy,
+}
+
+/// What ending an idle stream did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdleEnd {
+    /// Unpinned from this member, which knew it by this session id.
+    Unpinned(MemberId, String),
+    /// A segment of it is in flight: it stays.
+    Busy,
+    /// It was not pinned.
+    Unknown,
 }
 
 /// What a late task does to its member.
@@ -198,7 +207,6 @@ impl Placement {
         stream: &str,
         needs: &JobNeeds,
         exclude: &[MemberId],
-        now: Instant,
         new_session: impl FnOnce() -> String,
     ) -> Result<Placed, PlaceError> {
         if let Some(pin) = self.streams.get_mut(stream) {
@@ -207,7 +215,6 @@ impl Placement {
             }
             if !exclude.contains(&pin.member) {
                 pin.busy = true;
-                pin.last_segment = now;
                 return Ok(Placed {
                     member: pin.member,
                     session: pin.session.clone(),
@@ -237,7 +244,6 @@ impl Placement {
                 member: chosen,
                 session: session.clone(),
                 busy: true,
-                last_segment: now,
             },
         );
         Ok(Placed {
@@ -264,16 +270,17 @@ impl Placement {
         Some((pin.member, pin.session))
     }
 
-    /// Streams idle past [`SESSION_IDLE`] are unpinned; returns (member,
-    /// session) of each, for a teardown.
-    pub fn expire(&mut self, now: Instant) -> Vec<(MemberId, String)> {
-        let idle: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, pin)| !pin.busy && now.duration_since(pin.last_segment) >= SESSION_IDLE)
-            .map(|(stream, _)| stream.clone())
-            .collect();
-        idle.iter().filter_map(|s| self.unpin(s)).collect()
+    /// The session registry ended `stream` for idleness: unpinned (the
+    /// member gets a teardown) unless a segment of it is in flight.
+    pub fn end_idle(&mut self, stream: &str) -> IdleEnd {
+        match self.streams.get(stream) {
+            None => IdleEnd::Unknown,
+            Some(pin) if pin.busy => IdleEnd::Busy,
+            Some(_) => match self.unpin(stream) {
+                Some((member, session)) => IdleEnd::Unpinned(member, session),
+                None => IdleEnd::Unknown,
+            },
+        }
     }
 
     /// A task of `id` came back in time.
@@ -322,22 +329,15 @@ mod tests {
         let mut p = Placement::new();
         let small = p.add(info("small", 1));
         let big = p.add(info("big", 4));
-        let now = Instant::now();
         let needs = JobNeeds::default();
         // 0/1 vs 0/4: a tie goes to the earliest.
-        assert_eq!(
-            p.place("a", &needs, &[], now, session).unwrap().member,
-            small
-        );
+        assert_eq!(p.place("a", &needs, &[], session).unwrap().member, small);
         // 1/1 is full: big.
-        assert_eq!(p.place("b", &needs, &[], now, session).unwrap().member, big);
-        assert_eq!(p.place("c", &needs, &[], now, session).unwrap().member, big);
-        assert_eq!(p.place("d", &needs, &[], now, session).unwrap().member, big);
-        assert_eq!(p.place("e", &needs, &[], now, session).unwrap().member, big);
-        assert_eq!(
-            p.place("f", &needs, &[], now, session),
-            Err(PlaceError::NoRoom)
-        );
+        assert_eq!(p.place("b", &needs, &[], session).unwrap().member, big);
+        assert_eq!(p.place("c", &needs, &[], session).unwrap().member, big);
+        assert_eq!(p.place("d", &needs, &[], session).unwrap().member, big);
+        assert_eq!(p.place("e", &needs, &[], session).unwrap().member, big);
+        assert_eq!(p.place("f", &needs, &[], session), Err(PlaceError::NoRoom));
         assert!(!p.has_room());
     }
 
@@ -346,18 +346,15 @@ mod tests {
         let mut p = Placement::new();
         let first = p.add(info("one", 2));
         p.add(info("two", 2));
-        let now = Instant::now();
         let needs = JobNeeds::default();
-        let placed = p
-            .place("a", &needs, &[], now, || "cafe0001".into())
-            .unwrap();
+        let placed = p.place("a", &needs, &[], || "cafe0001".into()).unwrap();
         assert!(placed.new_session);
         assert_eq!(
-            p.place("a", &needs, &[], now, session),
+            p.place("a", &needs, &[], session),
             Err(PlaceError::StreamBusy)
         );
         p.finish("a");
-        let again = p.place("a", &needs, &[], now, session).unwrap();
+        let again = p.place("a", &needs, &[], session).unwrap();
         assert_eq!((again.member, again.session.as_str()), (first, "cafe0001"));
         assert!(!again.new_session);
     }
@@ -367,24 +364,17 @@ mod tests {
         let mut p = Placement::new();
         let first = p.add(info("one", 1));
         let second = p.add(info("two", 1));
-        let now = Instant::now();
         let needs = JobNeeds::default();
-        assert_eq!(
-            p.place("a", &needs, &[], now, session).unwrap().member,
-            first
-        );
+        assert_eq!(p.place("a", &needs, &[], session).unwrap().member, first);
         // A retry excludes the member that failed: the stream moves and
         // frees its slot there.
-        let moved = p.place("a", &needs, &[first], now, session);
+        let moved = p.place("a", &needs, &[first], session);
         assert_eq!(moved.map(|p| p.member), Err(PlaceError::StreamBusy));
         p.finish("a");
-        let moved = p.place("a", &needs, &[first], now, session).unwrap();
+        let moved = p.place("a", &needs, &[first], session).unwrap();
         assert_eq!(moved.member, second);
         assert!(moved.new_session);
-        assert_eq!(
-            p.place("b", &needs, &[], now, session).unwrap().member,
-            first
-        );
+        assert_eq!(p.place("b", &needs, &[], session).unwrap().member, first);
     }
 
     #[test]
@@ -392,18 +382,14 @@ mod tests {
         let mut p = Placement::new();
         let gone = p.add(info("gone", 2));
         let stays = p.add(info("stays", 2));
-        let now = Instant::now();
         let needs = JobNeeds::default();
-        p.place("a", &needs, &[], now, session).unwrap();
-        p.place("b", &needs, &[], now, session).unwrap();
+        p.place("a", &needs, &[], session).unwrap();
+        p.place("b", &needs, &[], session).unwrap();
         let mut moved = p.remove(gone);
         moved.sort();
         assert_eq!(moved, ["a"]);
         p.finish("b");
-        assert_eq!(
-            p.place("a", &needs, &[], now, session).unwrap().member,
-            stays
-        );
+        assert_eq!(p.place("a", &needs, &[], session).unwrap().member, stays);
     }
 
     #[test]
@@ -418,15 +404,8 @@ mod tests {
             capabilities: CapabilitySet::new([0, 1, 12]),
             min_version: Some("0.8.0".into()),
         };
-        let now = Instant::now();
-        assert_eq!(
-            p.place("a", &needs, &[], now, session).unwrap().member,
-            fits
-        );
-        assert_eq!(
-            p.place("b", &needs, &[], now, session),
-            Err(PlaceError::NoRoom)
-        );
+        assert_eq!(p.place("a", &needs, &[], session).unwrap().member, fits);
+        assert_eq!(p.place("b", &needs, &[], session), Err(PlaceError::NoRoom));
         assert!(!p.has_room_excluding(&needs, &[]));
     }
 
@@ -434,14 +413,13 @@ mod tests {
     fn idle_streams_expire_and_late_twice_evicts() {
         let mut p = Placement::new();
         let m = p.add(info("m", 1));
-        let start = Instant::now();
-        p.place("a", &JobNeeds::default(), &[], start, || "f00d".into())
+        p.place("a", &JobNeeds::default(), &[], || "f00d".into())
             .unwrap();
-        // Busy streams never expire.
-        assert!(p.expire(start + SESSION_IDLE * 2).is_empty());
+        // Busy streams never end for idleness.
+        assert_eq!(p.end_idle("a"), IdleEnd::Busy);
         p.finish("a");
-        assert!(p.expire(start + Duration::from_secs(69)).is_empty());
-        assert_eq!(p.expire(start + SESSION_IDLE), [(m, "f00d".to_string())]);
+        assert_eq!(p.end_idle("a"), IdleEnd::Unpinned(m, "f00d".to_string()));
+        assert_eq!(p.end_idle("a"), IdleEnd::Unknown);
         assert_eq!(p.pinned(), 0);
         assert!(p.has_room());
 

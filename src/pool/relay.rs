@@ -10,82 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::pipeline::{Container, Gop, H264Profile, Rendition, RenditionSpec, TranscodeError};
-use crate::proto::{
-    Capabilities, NotifySegment, TaskAuthToken, TaskSegData, VideoProfile, capabilities,
-    video_profile,
-};
-use crate::protocol::capabilities::{self as caps, CapabilitySet, GO_LIVEPEER_VERSION};
+use crate::pipeline::{Rendition, RenditionSpec, TranscodeError};
+use crate::proto::{Capabilities, NotifySegment, TaskAuthToken, TaskSegData, capabilities};
+use crate::protocol::capabilities::GO_LIVEPEER_VERSION;
 use crate::protocol::results::Part;
+use crate::protocol::video_profile::{needs, to_video_profile};
 
 /// The smallest rendition go-livepeer's orchestrator accepts.
 pub const MIN_RENDITION_BYTES: usize = 25;
 /// The legacy `profiles` bytes, always this text.
 const LEGACY_PROFILES: &[u8] = b"invalid";
-
-/// A rendition as a `VideoProfile`: its box, bitrate, frame-rate ceiling,
-/// GOP, H.264 profile, container and quality.
-pub fn video_profile(spec: &RenditionSpec) -> VideoProfile {
-    let (fps, fps_den) = spec
-        .max_frame_rate
-        .filter(|r| r.num > 0 && r.den > 0)
-        .map_or((0, 0), |r| (r.num as u32, r.den as u32));
-    let gop = match spec.gop {
-        Gop::Default => 0,
-        Gop::IntraOnly => -1,
-        Gop::Millis(ms) => i32::try_from(ms).unwrap_or(i32::MAX),
-    };
-    let profile = match spec.h264_profile {
-        H264Profile::EncoderDefault => video_profile::Profile::EncoderDefault,
-        H264Profile::Baseline => video_profile::Profile::H264Baseline,
-        H264Profile::Main => video_profile::Profile::H264Main,
-        H264Profile::High => video_profile::Profile::H264High,
-        H264Profile::ConstrainedHigh => video_profile::Profile::H264ConstrainedHigh,
-    };
-    let format = match spec.container {
-        Container::MpegTs => video_profile::Format::Mpegts,
-        Container::Mp4 => video_profile::Format::Mp4,
-    };
-    VideoProfile {
-        name: spec.name.clone(),
-        width: i32::try_from(spec.width).unwrap_or(i32::MAX),
-        height: i32::try_from(spec.height).unwrap_or(i32::MAX),
-        bitrate: i32::try_from(spec.bitrate_bps).unwrap_or(i32::MAX),
-        fps,
-        fps_den,
-        format: format as i32,
-        profile: profile as i32,
-        gop,
-        quality: spec.quality.unwrap_or(0),
-        ..Default::default()
-    }
-}
-
-/// What a set of renditions needs of a transcoder: H.264, the containers,
-/// fractional rates, the H.264 profiles and GOPs used, auth tokens.
-pub fn job_capabilities(specs: &[RenditionSpec]) -> CapabilitySet {
-    let mut needed = vec![caps::H264, caps::AUTH_TOKEN];
-    for spec in specs {
-        needed.push(match spec.container {
-            Container::MpegTs => caps::MPEGTS,
-            Container::Mp4 => caps::MP4,
-        });
-        if spec.max_frame_rate.is_some_and(|r| r.den > 1) {
-            needed.push(caps::FRACTIONAL_FRAMERATES);
-        }
-        match spec.h264_profile {
-            H264Profile::EncoderDefault => {}
-            H264Profile::Baseline => needed.push(caps::PROFILE_H264_BASELINE),
-            H264Profile::Main => needed.push(caps::PROFILE_H264_MAIN),
-            H264Profile::High => needed.push(caps::PROFILE_H264_HIGH),
-            H264Profile::ConstrainedHigh => needed.push(caps::PROFILE_H264_CONSTRAINED_HIGH),
-        }
-        if spec.gop != Gop::Default {
-            needed.push(caps::GOP);
-        }
-    }
-    CapabilitySet::new(needed)
-}
 
 /// One task to send.
 #[derive(Debug, Clone)]
@@ -105,7 +39,7 @@ pub struct TaskRequest<'a> {
 
 /// The notification for a task, as go-livepeer's orchestrator fills it.
 pub fn notify_segment(task: &TaskRequest<'_>) -> NotifySegment {
-    let needed = job_capabilities(task.specs);
+    let needed = needs(task.specs);
     NotifySegment {
         url: task.url.clone(),
         seg_data: Some(TaskSegData {
@@ -124,7 +58,7 @@ pub fn notify_segment(task: &TaskRequest<'_>) -> NotifySegment {
                 session_id: task.session.to_string(),
                 ..Default::default()
             }),
-            full_profiles3: task.specs.iter().map(video_profile).collect(),
+            full_profiles3: task.specs.iter().map(to_video_profile).collect(),
             force_session_reinit: task.force_session_reinit,
             ..Default::default()
         }),
@@ -283,8 +217,10 @@ mod tests {
         assert_eq!(data.auth_token.unwrap().session_id, "ab12cd34");
         assert_eq!(data.full_profiles3.len(), 1);
         assert!(data.full_profiles.is_empty() && data.full_profiles2.is_empty());
-        let needed = CapabilitySet::from_bitstring(&data.capabilities.unwrap().bitstring);
-        assert!(needed.is_subset(&CapabilitySet::lpgpu()));
+        let needed = crate::protocol::capabilities::CapabilitySet::from_bitstring(
+            &data.capabilities.unwrap().bitstring,
+        );
+        assert!(needed.is_subset(&crate::protocol::capabilities::CapabilitySet::lpgpu()));
         let down = teardown("ab12cd34");
         assert!(down.url.is_empty());
     }

@@ -9,8 +9,10 @@ pub mod capabilities;
 mod headers;
 pub mod limits;
 mod profiles;
+pub mod rendition;
 pub mod results;
 mod stream_id;
+pub mod video_profile;
 
 pub use headers::{
     AUTH_TYPE_ETH, CredentialsError, HeaderError, SegmentHeader, decode_credentials,

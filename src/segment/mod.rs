@@ -26,7 +26,7 @@ use crate::pipeline::workers::{Job, Ticket, Workers};
 use crate::pipeline::{RenditionSpec, Transcoded};
 use crate::pool::placement::JobNeeds;
 use crate::pool::{Pool, PoolError, Reservation};
-use crate::session::StreamKey;
+use crate::session::{SESSION_IDLE, Sessions, StreamKey};
 use crate::store::StreamStore;
 
 /// One segment, as every wire hands it to the core.
@@ -68,10 +68,16 @@ pub enum Admission {
     Pool(Reservation),
 }
 
+/// How often idle sessions of local streams are looked for.
+const SESSION_SWEEP: Duration = Duration::from_secs(5);
+
 /// The segment path of a node.
 #[derive(Debug)]
 pub struct SegmentCore {
     engine: Engine,
+    /// The sessions of streams transcoded here (a pool keeps its own): one
+    /// that ends releases what the backend keeps for it.
+    sessions: Option<Arc<Sessions>>,
     store: Arc<StreamStore>,
     limits: SegmentLimits,
     metrics: Metrics,
@@ -91,8 +97,21 @@ impl SegmentCore {
                 .with_label_values(&["pool", "remote transcoders"])
                 .set(1);
         }
+        let sessions = match &engine {
+            Engine::Local(workers) => {
+                let sessions = Sessions::new(SESSION_IDLE);
+                let backend = workers.backend().clone();
+                sessions.on_end(Arc::new(move |stream: &StreamKey, _| {
+                    backend.end_stream(stream.as_str());
+                }));
+                sessions.start_sweeper(SESSION_SWEEP);
+                Some(sessions)
+            }
+            Engine::Pool(_) => None,
+        };
         Self {
             engine,
+            sessions,
             store,
             limits,
             metrics,
@@ -145,10 +164,16 @@ impl SegmentCore {
     /// full node answers at once.
     pub async fn admit(&self, job: &SegmentJob) -> Result<Admission, Error> {
         match &self.engine {
-            Engine::Local(workers) => Ok(Admission::Local(workers.admit(&job.stream)?)),
+            Engine::Local(workers) => {
+                let ticket = workers.admit(&job.stream)?;
+                if let Some(sessions) = &self.sessions {
+                    sessions.segment(&job.stream, false);
+                }
+                Ok(Admission::Local(ticket))
+            }
             Engine::Pool(pool) => {
                 let needs = JobNeeds {
-                    capabilities: crate::pool::relay::job_capabilities(&job.renditions),
+                    capabilities: crate::protocol::video_profile::needs(&job.renditions),
                     min_version: None,
                 };
                 // A segment of a stream already in flight waits its turn,

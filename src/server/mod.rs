@@ -2,7 +2,7 @@
 //! with `application/grpc` go to the gRPC router, everything else to the HTTP
 //! router (as go-livepeer did). HTTP/2 and HTTP/1.1 are both served, with
 //! bounded headers and a bounded number of connections
-//! ([`connections`]); shutdown stops accepting and lets requests in flight
+//! (`server::connections`); shutdown stops accepting and lets requests in flight
 //! finish.
 
 use std::convert::Infallible;

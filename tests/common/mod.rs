@@ -117,9 +117,7 @@ impl RunningNode {
         let uri = service_uri(hostname, addr.port());
         let key = Arc::new(orchestrator);
         let metrics = Metrics::new();
-        let mut config = NodeConfig::new(uri.clone(), key.address());
-        config.orchestrator_key = Some(key.clone());
-        config.signer = Some(key);
+        let mut config = NodeConfig::orchestrator(uri.clone(), key);
         config.backend = Some(backend);
         config.max_sessions = 2;
         config.transcode_timeout = Duration::from_secs(120);

@@ -55,10 +55,6 @@ pub const DEFAULT_SESSIONS_PER_GPU: usize = 8;
 /// drivers cap sessions per system at 8 to 12).
 const NVENC_SESSIONS_PER_GPU: usize = 8;
 
-/// A stream's GPU is forgotten after this long without a segment (streams
-/// that end without saying so, such as v2 broadcasts).
-const STREAM_PIN_IDLE: Duration = Duration::from_secs(300);
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
     #[error("no NVIDIA driver: {0}")]
@@ -213,7 +209,10 @@ pub struct GpuBackend {
     cpu: CpuBackend,
     released: (Mutex<()>, Condvar),
     /// Which GPU each stream's segments go to, and when it last sent one.
-    pinned: Mutex<HashMap<String, (usize, Instant)>>,
+    /// Which GPU each stream's segments go to. A stream is forgotten when
+    /// its session ends ([`Backend::end_stream`], from the node's session
+    /// registry: teardown, error or idleness), not by a clock of its own.
+    pinned: Mutex<HashMap<String, usize>>,
 }
 
 /// Why a segment got no place on a GPU.
@@ -371,17 +370,14 @@ impl GpuBackend {
         }
     }
 
-    /// The slot index a stream is pinned to, refreshing its time; stale
-    /// pins are dropped on the way.
+    /// The slot index a stream is pinned to.
     fn pinned_slot(&self, stream: Option<&str>) -> Option<usize> {
         let stream = stream?;
-        let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        pinned.retain(|_, (_, seen)| now.duration_since(*seen) < STREAM_PIN_IDLE);
-        pinned.get_mut(stream).map(|(index, seen)| {
-            *seen = now;
-            *index
-        })
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .copied()
     }
 
     fn pin(&self, stream: Option<&str>, index: usize) {
@@ -389,7 +385,7 @@ impl GpuBackend {
             self.pinned
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(stream.to_string(), (index, Instant::now()));
+                .insert(stream.to_string(), index);
         }
     }
 

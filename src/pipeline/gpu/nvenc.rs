@@ -223,6 +223,40 @@ const PRESET_P4: sys::GUID = sys::GUID {
     Data4: [0xb9, 0xd2, 0xcd, 0x6d, 0x73, 0xa0, 0x86, 0x81],
 };
 
+/// What an NVENC session encodes, chosen from a rendition's codec by
+/// [`NvencCodec::for_codec`]: the one place that says which renditions
+/// NVENC makes. HEVC (where the card has it) is the codecs issue's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvencCodec {
+    /// H.264 High without B-frames: also what an encoder-default or
+    /// constrained-high H.264 rendition asks for.
+    H264High,
+}
+
+impl NvencCodec {
+    pub fn for_codec(codec: crate::pipeline::VideoCodec) -> Option<Self> {
+        use crate::pipeline::{H264Profile, VideoCodec};
+        match codec {
+            VideoCodec::H264(
+                H264Profile::EncoderDefault | H264Profile::High | H264Profile::ConstrainedHigh,
+            ) => Some(NvencCodec::H264High),
+            _ => None,
+        }
+    }
+
+    fn encode_guid(self) -> sys::GUID {
+        match self {
+            NvencCodec::H264High => CODEC_H264,
+        }
+    }
+
+    fn profile_guid(self) -> sys::GUID {
+        match self {
+            NvencCodec::H264High => PROFILE_HIGH,
+        }
+    }
+}
+
 /// The `_VER` macros of the structs used here (nvEncodeAPI.h 11.1).
 const CONFIG_VER: u32 = struct_version(7) | (1 << 31);
 const INITIALIZE_PARAMS_VER: u32 = struct_version(5) | (1 << 31);
@@ -251,6 +285,7 @@ fn function<T>(f: Option<T>, name: &str) -> Result<T, GpuError> {
 /// keyframes every `gop_frames`), an IDR first, no B-frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NvencSettings {
+    pub codec: NvencCodec,
     pub width: u32,
     pub height: u32,
     pub rate: (u32, u32),
@@ -333,7 +368,7 @@ impl NvencEncoder {
         nvenc_check("reading the P4 preset", unsafe {
             preset_config(
                 handle,
-                CODEC_H264,
+                self.settings.codec.encode_guid(),
                 PRESET_P4,
                 sys::NV_ENC_TUNING_INFO_HIGH_QUALITY,
                 &mut preset,
@@ -342,7 +377,7 @@ impl NvencEncoder {
         let s = self.settings;
         let mut config = preset.presetCfg;
         config.version = CONFIG_VER;
-        config.profileGUID = PROFILE_HIGH;
+        config.profileGUID = s.codec.profile_guid();
         config.gopLength = s.gop_frames.max(1);
         // P frames only: no B-frames, so every picture comes out as it goes in.
         config.frameIntervalP = 1;
@@ -364,7 +399,7 @@ impl NvencEncoder {
         }
         let mut init = sys::NV_ENC_INITIALIZE_PARAMS {
             version: INITIALIZE_PARAMS_VER,
-            encodeGUID: CODEC_H264,
+            encodeGUID: s.codec.encode_guid(),
             presetGUID: PRESET_P4,
             encodeWidth: s.width,
             encodeHeight: s.height,

@@ -348,9 +348,14 @@ fn scale_and_send(
 }
 
 /// NVENC's settings for a rung: the libx264 path's rate control and GOP.
-fn nvenc_settings(plan: &RungPlan, (width, height): (u32, u32)) -> NvencSettings {
+fn nvenc_settings(
+    plan: &RungPlan,
+    codec: super::nvenc::NvencCodec,
+    (width, height): (u32, u32),
+) -> NvencSettings {
     let rate = plan.output_rate();
     NvencSettings {
+        codec,
         width,
         height,
         rate: (rate.num.max(1) as u32, rate.den.max(1) as u32),
@@ -364,10 +369,9 @@ fn nvenc_settings(plan: &RungPlan, (width, height): (u32, u32)) -> NvencSettings
 /// bitrate with lpgpu's GOP and B-frame-free High, so a forced H.264 profile
 /// other than High, a CRF quality, or a rate-less spec go to libx264.
 fn nvenc_can_encode(spec: &RenditionSpec) -> bool {
-    use crate::pipeline::H264Profile::*;
     spec.quality.is_none()
         && spec.bitrate_bps > 0
-        && matches!(spec.h264_profile, EncoderDefault | High | ConstrainedHigh)
+        && super::nvenc::NvencCodec::for_codec(spec.codec).is_some()
 }
 
 /// An NVENC session for a rung, or None (the rung then takes the hybrid
@@ -378,10 +382,11 @@ fn open_nvenc(
     plan: &RungPlan,
     (width, height): (u32, u32),
 ) -> Option<NvencEncoder> {
+    let codec = super::nvenc::NvencCodec::for_codec(plan.spec.codec)?;
     if !nvenc_can_encode(&plan.spec) {
         return None;
     }
-    let settings = nvenc_settings(plan, (width, height));
+    let settings = nvenc_settings(plan, codec, (width, height));
     let permit = match sessions.acquire() {
         Ok(permit) => permit,
         Err(e) => {
@@ -494,7 +499,7 @@ mod tests {
             source_rate: Some(Rational::new(60, 1)),
             settings: EncoderSettings::default(),
         };
-        let settings = nvenc_settings(&plan, (640, 360));
+        let settings = nvenc_settings(&plan, super::super::nvenc::NvencCodec::H264High, (640, 360));
         // The profile's 30 fps (lowered from the source's 60), GOP 2 s.
         assert_eq!(settings.rate, (30, 1));
         assert_eq!(settings.gop_frames, 60);
@@ -509,7 +514,7 @@ mod tests {
             crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0].into();
         assert!(nvenc_can_encode(&spec));
         let mut baseline = spec.clone();
-        baseline.h264_profile = crate::pipeline::H264Profile::Baseline;
+        baseline.codec = crate::pipeline::VideoCodec::H264(crate::pipeline::H264Profile::Baseline);
         assert!(!nvenc_can_encode(&baseline));
         let mut crf = spec.clone();
         crf.quality = Some(23);

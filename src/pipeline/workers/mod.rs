@@ -111,27 +111,14 @@ impl Shared {
 
     /// The transcode metrics, recorded once here for every wire.
     fn record(&self, result: &Result<Transcoded, TranscodeError>, elapsed: Duration) {
-        let metrics = &self.metrics;
-        let backend = result.as_ref().map_or(self.backend.name(), |t| t.backend);
-        metrics
-            .transcode_seconds
-            .with_label_values(&[backend])
-            .observe(elapsed.as_secs_f64());
-        let Ok(transcoded) = result else { return };
-        if let Some(why) = &transcoded.fallback {
-            tracing::warn!(%why, "segment transcoded on the CPU after the GPU failed");
-            metrics.gpu_fallbacks.inc();
-        }
-        metrics.record_transcoded(transcoded.source_seconds);
-        for rendition in &transcoded.renditions {
-            metrics
-                .renditions
-                .with_label_values(&[&rendition.spec.name])
-                .inc();
-            metrics
-                .segment_bytes
-                .with_label_values(&["out"])
-                .inc_by(rendition.data.len() as u64);
+        match result {
+            Ok(transcoded) => record_transcoded(&self.metrics, transcoded, elapsed),
+            Err(_) => {
+                self.metrics
+                    .transcode_seconds
+                    .with_label_values(&[self.backend.name()])
+                    .observe(elapsed.as_secs_f64());
+            }
         }
     }
 
@@ -169,6 +156,31 @@ impl Shared {
         // the result may send the stream's next segment at once.
         self.release(&stream);
         let _ = reply.send(outcome);
+    }
+}
+
+/// What a transcode made, in the contract's metrics: the time by backend,
+/// a GPU fallback, the real-time ratio's seconds, renditions and bytes out.
+/// The executor records its own work; the pool records a remote member's.
+pub fn record_transcoded(metrics: &Metrics, transcoded: &Transcoded, elapsed: Duration) {
+    metrics
+        .transcode_seconds
+        .with_label_values(&[transcoded.backend])
+        .observe(elapsed.as_secs_f64());
+    if let Some(why) = &transcoded.fallback {
+        tracing::warn!(%why, "segment transcoded on the CPU after the GPU failed");
+        metrics.gpu_fallbacks.inc();
+    }
+    metrics.record_transcoded(transcoded.source_seconds);
+    for rendition in &transcoded.renditions {
+        metrics
+            .renditions
+            .with_label_values(&[&rendition.spec.name])
+            .inc();
+        metrics
+            .segment_bytes
+            .with_label_values(&["out"])
+            .inc_by(rendition.data.len() as u64);
     }
 }
 

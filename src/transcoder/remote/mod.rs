@@ -6,7 +6,7 @@
 //! and POSTs exactly one result to `/transcodeResults` over HTTP/2.
 //!
 //! The protocol's rules are plain code beside this file: [`task`] reads a
-//! notification, [`session`] keeps per-stream state, [`upload`] builds the
+//! notification, [`crate::session`] keeps per-stream state, [`upload`] builds the
 //! result request, [`backoff`] schedules reconnection. This module is the
 //! I/O around them: the link (connect, register, read the stream, back off,
 //! drain on shutdown), the downloads and uploads, and admission (never more
@@ -15,7 +15,6 @@
 //! get the whole transcoder evicted).
 
 pub mod backoff;
-pub mod session;
 pub mod task;
 pub mod upload;
 
@@ -34,7 +33,6 @@ use tonic::transport::Endpoint;
 use zeroize::Zeroizing;
 
 use self::backoff::{Backoff, BackoffPolicy};
-use self::session::{SessionEvent, SessionTable};
 use self::task::{Notification, Task, read_notification};
 use self::upload::ResultUpload;
 use crate::metrics::Metrics;
@@ -43,7 +41,7 @@ use crate::pipeline::{Backend, TranscodeError, Transcoded};
 use crate::proto::transcoder_client::TranscoderClient;
 use crate::proto::{Capabilities, NotifySegment, RegisterRequest, capabilities};
 use crate::protocol::capabilities::CapabilitySet;
-use crate::session::StreamKey;
+use crate::session::{EndReason, SESSION_IDLE, SessionEvent, Sessions, StreamKey};
 
 /// go-livepeer's service port, the default of `--orch-addr HOST`.
 pub const DEFAULT_ORCHESTRATOR_PORT: u16 = 8935;
@@ -228,7 +226,8 @@ pub struct RemoteTranscoder {
     backend: Arc<dyn Backend>,
     metrics: Metrics,
     state: Mutex<LinkState>,
-    sessions: Mutex<SessionTable>,
+    /// The live sessions; ending one ends its placement on the backend.
+    sessions: Arc<Sessions>,
     /// One slot per session registered as capacity.
     workers: Workers,
     draining: AtomicBool,
@@ -274,6 +273,14 @@ impl RemoteTranscoder {
         let download_http = http_client(None, &[b"h2", b"http/1.1"], DOWNLOAD_TIMEOUT)?;
         let capacity = config.capacity.max(1);
         metrics.remote.capacity.set(capacity as i64);
+        let sessions = Sessions::new(SESSION_IDLE);
+        let ends = backend.clone();
+        sessions.on_end(Arc::new(move |key: &StreamKey, reason: EndReason| {
+            if reason == EndReason::Idle {
+                tracing::info!(session = %key, "session ended after 70 s without a segment");
+            }
+            ends.end_stream(key.as_str());
+        }));
         // Capacity counts sessions, as the orchestrator counts it.
         let workers = Workers::new(
             backend.clone(),
@@ -288,7 +295,7 @@ impl RemoteTranscoder {
             backend,
             metrics,
             state: Mutex::new(LinkState::Starting),
-            sessions: Mutex::new(SessionTable::new()),
+            sessions,
             draining: AtomicBool::new(false),
             orchestrator_http,
             download_http,
@@ -543,7 +550,7 @@ impl RemoteTranscoder {
             Notification::Teardown { session } => {
                 self.metrics.remote.teardowns.inc();
                 tracing::info!(%session, "session ended by the orchestrator");
-                self.end_session(&session);
+                self.end_session(&session, EndReason::Teardown);
             }
             Notification::Refused { task_id, error } => {
                 tracing::warn!(task = task_id, "task refused: {error}");
@@ -591,27 +598,20 @@ impl RemoteTranscoder {
         }
     }
 
-    fn end_session(&self, session: &str) {
+    fn end_session(&self, session: &str, reason: EndReason) {
         if session.is_empty() {
             return;
         }
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .end(session);
-        self.backend.end_stream(session);
+        let key = StreamKey::new(session);
+        if !self.sessions.end(&key, reason) {
+            // Not live here (never seen, or already ended): whatever the
+            // backend may still hold for it goes too.
+            self.backend.end_stream(key.as_str());
+        }
     }
 
     fn end_idle_sessions(&self) {
-        let idle = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .expire(Instant::now());
-        for session in idle {
-            tracing::info!(%session, "session ended after 70 s without a segment");
-            self.backend.end_stream(&session);
-        }
+        self.sessions.sweep(Instant::now());
     }
 
     async fn post_error_only(&self, task_id: i64, text: &str, result: &str) {
@@ -634,12 +634,9 @@ impl RemoteTranscoder {
         if !task.session.is_empty() {
             let event = self
                 .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .segment(&task.session, task.force_session_reinit, Instant::now());
+                .segment(&StreamKey::new(&task.session), task.force_session_reinit);
             if event == SessionEvent::Renewed {
                 tracing::info!(session = %task.session, "ForceSessionReinit: the session starts afresh");
-                self.backend.end_stream(&task.session);
             }
         }
         // The slot is free once the transcode has returned (the ticket is
@@ -656,7 +653,7 @@ impl RemoteTranscoder {
             ),
             Err(failure) => {
                 if failure.ends_session {
-                    self.end_session(&task.session);
+                    self.end_session(&task.session, EndReason::Error);
                 }
                 upload::error(&self.config.secret, task.task_id, &failure.text)
             }

@@ -6,11 +6,14 @@
 
 use std::time::Duration;
 
-use crate::pipeline::{Clip, Container, Gop, H264Profile, Rational, RenditionSpec};
-use crate::proto::{NotifySegment, TaskSegData, VideoProfile, video_profile};
-use crate::protocol::capabilities::{CapabilitySet, Incompatible, check_bitstring, job_fits};
+use crate::pipeline::{Clip, RenditionSpec, VideoCodec};
+use crate::proto::{NotifySegment, TaskSegData, VideoProfile};
+use crate::protocol::capabilities::{
+    self as caps, CapabilitySet, Incompatible, check_bitstring, job_fits,
+};
 use crate::protocol::limits;
 pub use crate::protocol::task_deadline as deadline_for;
+use crate::protocol::video_profile::{self, ProfileRefusal};
 
 /// Durations above this are refused (`spec/ot-protocol.md`: up to 5 minutes).
 pub const MAX_DURATION_MS: i32 = 300_000;
@@ -143,7 +146,7 @@ fn read_task(
     limits::check_renditions(profiles.len()).map_err(TaskError::TooLarge)?;
     let renditions = profiles
         .iter()
-        .map(rendition_of)
+        .map(|profile| rendition_of(profile, offered))
         .collect::<Result<Vec<_>, _>>()?;
     let clip = match &data.segment_parameters {
         None => None,
@@ -167,80 +170,44 @@ fn read_task(
     })
 }
 
-/// A `VideoProfile` as a rendition: any size and bitrate, fps 0 = the
-/// source's rate (fpsDen 0 = 1), GOP in ms (0 = lpgpu's, -1 = intra only),
-/// the H.264 profile, MPEG-TS or MP4, quality as CRF. colorDepth and
-/// chromaFormat are ignored, as go-livepeer's transcoder does.
-pub fn rendition_of(profile: &VideoProfile) -> Result<RenditionSpec, TaskError> {
-    let label = if profile.name.is_empty() {
-        format!(
-            "net_{}x{}_{}",
-            profile.width, profile.height, profile.bitrate
-        )
-    } else {
-        profile.name.clone()
-    };
-    let unsupported = |why: String| TaskError::UnsupportedProfile(format!("{label}: {why}"));
-    let container = match video_profile::Format::try_from(profile.format) {
-        Ok(video_profile::Format::Mpegts) => Container::MpegTs,
-        Ok(video_profile::Format::Mp4) => Container::Mp4,
-        Err(_) => return Err(TaskError::UnrecognizedFormat),
-    };
-    match video_profile::VideoCodec::try_from(profile.encoder) {
-        Ok(video_profile::VideoCodec::H264) => {}
-        Ok(other) => return Err(unsupported(format!("{} encoding", other.as_str_name()))),
-        Err(_) => return Err(unsupported(format!("encoder {}", profile.encoder))),
-    }
-    if profile.width <= 0 || profile.height <= 0 {
-        return Err(unsupported(format!(
-            "size {}x{}",
-            profile.width, profile.height
+/// A `VideoProfile` as a rendition this transcoder makes: mapped by
+/// [`video_profile::to_rendition`] (both directions live there), and
+/// refused in go-livepeer's words when it is no rendition at all, or needs
+/// what `offered` (the backend's own capabilities) lacks.
+pub fn rendition_of(
+    profile: &VideoProfile,
+    offered: &CapabilitySet,
+) -> Result<RenditionSpec, TaskError> {
+    let spec = video_profile::to_rendition(profile).map_err(|refusal| match refusal {
+        ProfileRefusal::UnrecognizedFormat => TaskError::UnrecognizedFormat,
+        ProfileRefusal::Unsupported(why) => TaskError::UnsupportedProfile(why),
+    })?;
+    let missing = video_profile::needs(std::slice::from_ref(&spec)).missing_from(offered);
+    if !missing.is_empty() {
+        let codec_bit = match spec.codec {
+            VideoCodec::H264(_) => caps::H264,
+            VideoCodec::Hevc => caps::HEVC_ENCODE,
+            VideoCodec::Vp8 => caps::VP8_ENCODE,
+            VideoCodec::Vp9 => caps::VP9_ENCODE,
+        };
+        let why = if missing.contains(&codec_bit) {
+            format!("{} encoding", spec.codec.name())
+        } else {
+            format!("needs capabilities {missing:?}")
+        };
+        return Err(TaskError::UnsupportedProfile(format!(
+            "{}: {why}",
+            spec.name
         )));
     }
-    if profile.bitrate < 0 {
-        return Err(unsupported(format!("bitrate {}", profile.bitrate)));
-    }
-    let h264_profile = match video_profile::Profile::try_from(profile.profile) {
-        Ok(video_profile::Profile::EncoderDefault) => H264Profile::EncoderDefault,
-        Ok(video_profile::Profile::H264Baseline) => H264Profile::Baseline,
-        Ok(video_profile::Profile::H264Main) => H264Profile::Main,
-        Ok(video_profile::Profile::H264High) => H264Profile::High,
-        Ok(video_profile::Profile::H264ConstrainedHigh) => H264Profile::ConstrainedHigh,
-        Err(_) => return Err(unsupported(format!("H.264 profile {}", profile.profile))),
-    };
-    let gop = match profile.gop {
-        0 => Gop::Default,
-        -1 => Gop::IntraOnly,
-        ms if ms > 0 => Gop::Millis(ms as u32),
-        other => return Err(unsupported(format!("GOP {other}"))),
-    };
-    let max_frame_rate = match (profile.fps, profile.fps_den) {
-        (0, _) => None,
-        (fps, den) => {
-            let den = den.max(1);
-            match (i32::try_from(fps), i32::try_from(den)) {
-                (Ok(num), Ok(den)) => Some(Rational::new(num, den)),
-                _ => return Err(unsupported(format!("frame rate {fps}/{den}"))),
-            }
-        }
-    };
-    Ok(RenditionSpec {
-        name: label,
-        width: profile.width as u32,
-        height: profile.height as u32,
-        bitrate_bps: profile.bitrate as u32,
-        max_frame_rate,
-        gop,
-        h264_profile,
-        container,
-        quality: (profile.quality > 0).then_some(profile.quality),
-    })
+    Ok(spec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Capabilities, SegParameters, TaskAuthToken, capabilities};
+    use crate::pipeline::{Container, Gop, H264Profile, Rational};
+    use crate::proto::{Capabilities, SegParameters, TaskAuthToken, capabilities, video_profile};
     use crate::protocol::capabilities::{GO_LIVEPEER_VERSION, MPEG7_VIDEO_SIGNATURE};
 
     /// The pool sends what this module reads back unchanged.
@@ -249,7 +216,7 @@ mod tests {
         let mut custom =
             RenditionSpec::from(crate::protocol::parse_profile_list("P360p30fps16x9").unwrap()[0]);
         custom.gop = Gop::Millis(2000);
-        custom.h264_profile = H264Profile::Main;
+        custom.codec = VideoCodec::H264(H264Profile::Main);
         custom.container = Container::Mp4;
         custom.quality = Some(27);
         custom.max_frame_rate = Some(crate::pipeline::Rational::new(30000, 1001));
@@ -257,9 +224,17 @@ mod tests {
             RenditionSpec::from(crate::protocol::parse_profile_list("P240p30fps16x9").unwrap()[0]),
             custom,
         ] {
-            let back = rendition_of(&crate::pool::relay::video_profile(&original)).unwrap();
+            let back = rendition_of(
+                &crate::protocol::video_profile::to_video_profile(&original),
+                &CapabilitySet::lpgpu(),
+            )
+            .unwrap();
             assert_eq!(back, original);
         }
+    }
+
+    fn rendition_of_lpgpu(profile: &VideoProfile) -> Result<RenditionSpec, TaskError> {
+        rendition_of(profile, &CapabilitySet::lpgpu())
     }
 
     fn profile(name: &str, w: i32, h: i32, bitrate: i32) -> VideoProfile {
@@ -386,16 +361,16 @@ mod tests {
             chroma_format: 2,
             quality: 27,
         };
-        let r = rendition_of(&p).unwrap();
+        let r = rendition_of(&p, &CapabilitySet::lpgpu()).unwrap();
         assert_eq!(r.name, "net_1000x562_1234567");
         assert_eq!((r.width, r.height, r.bitrate_bps), (1000, 562, 1_234_567));
         assert_eq!(r.max_frame_rate, Some(Rational::new(30000, 1001)));
         assert_eq!(r.container, Container::Mp4);
-        assert_eq!(r.h264_profile, H264Profile::ConstrainedHigh);
+        assert_eq!(r.codec, VideoCodec::H264(H264Profile::ConstrainedHigh));
         assert_eq!(r.gop, Gop::Millis(1500));
         assert_eq!(r.quality, Some(27));
         // fps 0 keeps the source rate; fpsDen 0 is 1; GOP -1 is intra only.
-        let keep = rendition_of(&VideoProfile {
+        let keep = rendition_of_lpgpu(&VideoProfile {
             fps: 0,
             gop: -1,
             ..p.clone()
@@ -403,7 +378,7 @@ mod tests {
         .unwrap();
         assert_eq!(keep.max_frame_rate, None);
         assert_eq!(keep.gop, Gop::IntraOnly);
-        let den0 = rendition_of(&VideoProfile {
+        let den0 = rendition_of_lpgpu(&VideoProfile {
             fps: 24,
             fps_den: 0,
             gop: 0,
@@ -417,7 +392,7 @@ mod tests {
     #[test]
     fn bad_profiles_are_refused_with_stable_texts() {
         let base = profile("p", 640, 360, 1_000_000);
-        let bad = |p: VideoProfile| rendition_of(&p).unwrap_err();
+        let bad = |p: VideoProfile| rendition_of(&p, &CapabilitySet::lpgpu()).unwrap_err();
         assert_eq!(
             bad(VideoProfile {
                 format: 7,
