@@ -480,3 +480,95 @@ async fn internal_error_text_leaves_the_node_only_with_expose_errors() {
         node.stop().await;
     }
 }
+
+/// A backend that runs the real CPU transcode only once its gate opens,
+/// and, cancelled before that, takes a while to notice (as a backend does
+/// between pictures). It counts transcodes running at once.
+#[derive(Debug)]
+struct SlowToStop {
+    cpu: lpgpu::pipeline::cpu::CpuBackend,
+    open: std::sync::atomic::AtomicBool,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl lpgpu::pipeline::Backend for SlowToStop {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn device(&self) -> String {
+        "test".into()
+    }
+
+    fn transcode(
+        &self,
+        segment: Bytes,
+        renditions: &[lpgpu::pipeline::RenditionSpec],
+        options: &lpgpu::pipeline::SegmentOptions,
+    ) -> Result<lpgpu::pipeline::Transcoded, lpgpu::pipeline::TranscodeError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let outcome = loop {
+            if self.open.load(SeqCst) {
+                break self.cpu.transcode(segment, renditions, options);
+            }
+            if options.cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(1500));
+                break Err(lpgpu::pipeline::TranscodeError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        self.running.fetch_sub(1, SeqCst);
+        outcome
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_transcode_timeout_no_second_transcode_runs_on_that_slot() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let world = World::new(1.0);
+    let job = world.job(PROFILES, 1_000_000);
+    let backend = std::sync::Arc::new(SlowToStop {
+        cpu: lpgpu::pipeline::cpu::CpuBackend::new(Default::default()),
+        open: false.into(),
+        running: 0.into(),
+        most: 0.into(),
+    });
+    let chain: std::sync::Arc<dyn lpgpu::chain::Chain> = std::sync::Arc::new(world.ledger.clone());
+    let node = RunningNode::start_with_backend(
+        chain,
+        world.orchestrator.clone(),
+        "localhost",
+        |c| {
+            c.max_sessions = 1;
+            c.transcode_timeout = Duration::from_secs(1);
+            c.expose_errors = true;
+        },
+        backend.clone(),
+    )
+    .await;
+    let segment = Bytes::from(std::fs::read(clip("h264_720p.ts")).unwrap());
+
+    // The first segment times out; its transcode is told to stop.
+    let first = Upload::new(&world, &node, job, 1, segment.clone()).multipart();
+    expect_error(&node, &first, 500, "internal").await;
+    // It is still stopping: its slot is not another segment's yet.
+    let second = Upload::new(&world, &node, job, 2, segment.clone()).multipart();
+    expect_error(&node, &second, 503, "busy").await;
+    assert_eq!(backend.running.load(SeqCst), 1);
+
+    // Once it has stopped, the slot is free again and segments transcode.
+    backend.open.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let third = Upload::new(&world, &node, job, 3, segment).multipart();
+    let (status, _, body) = third.send(&node).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        backend.most.load(SeqCst),
+        1,
+        "two transcodes ran on one slot"
+    );
+    node.stop().await;
+}
