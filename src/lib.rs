@@ -32,8 +32,10 @@
 //! - Verification is plain synchronous code over plain values; tonic and axum
 //!   only adapt requests to it and map its typed rejections to statuses once.
 //! - `unsafe` is denied crate-wide (`Cargo.toml [lints]`) except in the FFI
-//!   fences of the GPU backend: `pipeline::gpu::{sys, cuda, nvdec, nvenc}`,
-//!   each block with a `// SAFETY:` comment, each native handle freed on `Drop`.
+//!   fences of the GPU backend, `pipeline::gpu::{sys, cuda, nvdec, nvenc}`,
+//!   and in `pipeline::ffglue` (the FFmpeg calls ffmpeg-next does not wrap:
+//!   bitstream filters, a stream's codec tag); each block with a
+//!   `// SAFETY:` comment, each native handle freed on `Drop`.
 //! - A private key is never logged or printed: [`eth::PrivateKey`]'s `Debug`
 //!   shows only its address.
 //! - CPU work (key derivation, hashing bodies, ledger file I/O) runs on

@@ -50,182 +50,11 @@ pub struct Metrics {
     pub connections_limited: IntCounterVec,
     /// Per GPU and engine (sm, decoder, encoder); no series without a GPU.
     pub gpu_utilization: GaugeVec,
-    /// The remote-transcoder mode's own (`lpgpu transcoder --orch-addr`).
-    pub remote: RemoteMetrics,
-    /// The orchestrator's pool of transcoders.
-    pub pool: PoolMetrics,
     realtime_ratio: Gauge,
     /// (when, seconds of source video) of segments transcoded in the window.
     transcoded: Arc<Mutex<VecDeque<(Instant, f64)>>>,
-    names: Vec<&'static str>,
-}
-
-/// Metrics of the dial-out remote-transcoder mode.
-#[derive(Debug, Clone)]
-pub struct RemoteMetrics {
-    /// 1 while registered with the orchestrator.
-    pub registered: IntGauge,
-    /// Registrations after the first (the link came back).
-    pub reconnects: IntCounter,
-    /// Tasks by result: ok, error (an error result posted), busy (refused
-    /// past capacity), upload_failed (no result reached the orchestrator).
-    pub tasks: IntCounterVec,
-    /// Seconds per task phase: download, transcode, upload, total.
-    pub task_seconds: HistogramVec,
-    /// The capacity registered.
-    pub capacity: IntGauge,
-    /// Tasks running now.
-    pub tasks_in_flight: IntGauge,
-    /// Teardown notifications received.
-    pub teardowns: IntCounter,
-}
-
-impl RemoteMetrics {
-    fn register(r: &mut Registrar) -> Self {
-        let gauge = |r: &mut Registrar, name: &'static str, help: &str| {
-            r.add(name, IntGauge::new(name, help).expect("valid metric"))
-        };
-        let counter = |r: &mut Registrar, name: &'static str, help: &str| {
-            r.add(name, IntCounter::new(name, help).expect("valid metric"))
-        };
-        Self {
-            registered: gauge(
-                r,
-                "lpgpu_remote_registered",
-                "1 while registered with the orchestrator (--orch-addr).",
-            ),
-            reconnects: counter(
-                r,
-                "lpgpu_remote_reconnects_total",
-                "Registrations with the orchestrator after the first.",
-            ),
-            tasks: r.counter(
-                "lpgpu_remote_tasks_total",
-                "Tasks from the orchestrator by result (ok, error, busy, upload_failed).",
-                &["result"],
-            ),
-            task_seconds: r.add(
-                "lpgpu_remote_task_seconds",
-                HistogramVec::new(
-                    Registrar::histogram_opts(
-                        "lpgpu_remote_task_seconds",
-                        "Seconds per task phase (download, transcode, upload, total).",
-                    ),
-                    &["phase"],
-                )
-                .expect("valid metric"),
-            ),
-            capacity: gauge(
-                r,
-                "lpgpu_remote_capacity",
-                "Streams registered as this transcoder's capacity.",
-            ),
-            tasks_in_flight: gauge(
-                r,
-                "lpgpu_remote_tasks_in_flight",
-                "Tasks being downloaded, transcoded or uploaded.",
-            ),
-            teardowns: counter(
-                r,
-                "lpgpu_remote_teardowns_total",
-                "Session teardown notifications received.",
-            ),
-        }
-    }
-}
-
-/// Metrics of the orchestrator's pool of transcoders (`--orch-secret`).
-#[derive(Debug, Clone)]
-pub struct PoolMetrics {
-    /// Registrations accepted.
-    pub registrations: IntCounter,
-    /// Registrations refused, by reason (secret, capacity).
-    pub refused: IntCounterVec,
-    /// Remote members registered now.
-    pub members: IntGauge,
-    /// Streams each member takes (label: member; `local` is the node's own).
-    pub capacity: IntGaugeVec,
-    /// Streams pinned on each member now.
-    pub load: IntGaugeVec,
-    /// Attempts by result: ok, input_error, member_error, disconnected, late.
-    pub tasks: IntCounterVec,
-    /// Segments retried on another member.
-    pub retries: IntCounter,
-    /// Members evicted, by reason: disconnected, late, shutdown.
-    pub evictions: IntCounterVec,
-    /// Seconds from placing a segment to holding its renditions.
-    pub relay_seconds: Histogram,
-    /// `/transcodeResults` uploads by outcome: renditions, error,
-    /// unknown_task, ignored, broken_body, or the refusal's label.
-    pub result_uploads: IntCounterVec,
-}
-
-impl PoolMetrics {
-    fn register(r: &mut Registrar) -> Self {
-        let gauge_vec = |r: &mut Registrar, name: &'static str, help: &str| {
-            r.add(
-                name,
-                IntGaugeVec::new(Opts::new(name, help), &["member"]).expect("valid metric"),
-            )
-        };
-        Self {
-            registrations: r.add(
-                "lpgpu_pool_registrations_total",
-                IntCounter::new(
-                    "lpgpu_pool_registrations_total",
-                    "Transcoder registrations accepted.",
-                )
-                .expect("valid metric"),
-            ),
-            refused: r.counter(
-                "lpgpu_pool_registrations_refused_total",
-                "Transcoder registrations refused, by reason (secret, capacity).",
-                &["reason"],
-            ),
-            members: r.add(
-                "lpgpu_pool_members",
-                IntGauge::new("lpgpu_pool_members", "Remote transcoders registered now.")
-                    .expect("valid metric"),
-            ),
-            capacity: gauge_vec(
-                r,
-                "lpgpu_pool_member_capacity",
-                "Streams a pool member takes (member=local is the node's own backend).",
-            ),
-            load: gauge_vec(r, "lpgpu_pool_member_load", "Streams pinned on a pool member now."),
-            tasks: r.counter(
-                "lpgpu_pool_tasks_total",
-                "Segment attempts on pool members by result (ok, input_error, member_error, disconnected, late).",
-                &["result"],
-            ),
-            retries: r.add(
-                "lpgpu_pool_retries_total",
-                IntCounter::new(
-                    "lpgpu_pool_retries_total",
-                    "Segments retried on another pool member.",
-                )
-                .expect("valid metric"),
-            ),
-            evictions: r.counter(
-                "lpgpu_pool_evictions_total",
-                "Pool members evicted, by reason (disconnected, late, shutdown).",
-                &["reason"],
-            ),
-            relay_seconds: r.add(
-                "lpgpu_pool_relay_seconds",
-                Histogram::with_opts(Registrar::histogram_opts(
-                    "lpgpu_pool_relay_seconds",
-                    "Seconds from placing a segment on a member to holding its renditions.",
-                ))
-                .expect("valid metric"),
-            ),
-            result_uploads: r.counter(
-                "lpgpu_pool_result_uploads_total",
-                "/transcodeResults uploads by outcome (renditions, error, unknown_task, ignored, broken_body, bad_authorization, bad_credentials, bad_content_type, bad_task_id, bad_pixels).",
-                &["outcome"],
-            ),
-        }
-    }
+    /// Every family registered so far, the components' own included.
+    names: Arc<Mutex<Vec<&'static str>>>,
 }
 
 impl Default for Metrics {
@@ -401,12 +230,8 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        let remote = RemoteMetrics::register(&mut r);
-        let pool = PoolMetrics::register(&mut r);
         Self {
             registry: r.registry,
-            remote,
-            pool,
             segments,
             segment_seconds,
             transcode_seconds,
@@ -425,7 +250,7 @@ impl Metrics {
             gpu_utilization,
             realtime_ratio,
             transcoded: Arc::default(),
-            names: r.names,
+            names: Arc::new(Mutex::new(r.names)),
         }
     }
 
@@ -471,9 +296,30 @@ impl Metrics {
             .is_ok()
     }
 
-    /// The names of every metric family this registry can expose.
-    pub fn names(&self) -> &[&'static str] {
-        &self.names
+    /// The names of every metric family registered so far (the contract's,
+    /// and those of the components that registered their own).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers a component's own collector under `name` (once per
+    /// registry: a second component of the same kind is an error).
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        name: &'static str,
+        collector: C,
+    ) -> Result<C, prometheus::Error> {
+        self.registry.register(Box::new(collector.clone()))?;
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name);
+        Ok(collector)
+    }
+
+    /// The histogram options of a segment-scale duration.
+    pub fn seconds_opts(name: &'static str, help: &str) -> HistogramOpts {
+        Registrar::histogram_opts(name, help)
     }
 
     /// Records a transcoded segment of `source_seconds` for the real-time ratio.

@@ -143,6 +143,8 @@ pub enum NodeError {
     Config(String),
     #[error("starting the transcode workers failed: {0}")]
     Workers(#[from] std::io::Error),
+    #[error("registering the metrics failed: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A serving process, assembled.
@@ -197,7 +199,7 @@ impl Node {
                     local,
                     store.clone(),
                     metrics.clone(),
-                );
+                )?;
                 pool.start_sweeper();
                 Some(Engine::Pool(pool))
             }

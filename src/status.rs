@@ -121,7 +121,10 @@ pub fn summary(
     let capacity = by_label(families, "lpgpu_pool_member_capacity", "member");
     let load = by_label(families, "lpgpu_pool_member_load", "member");
     let pool =
-        if capacity.is_empty() && single(families, "lpgpu_pool_registrations_total") == Some(0.0) {
+        // No pool (its families are not registered), or one nobody joined.
+        if capacity.is_empty()
+            && single(families, "lpgpu_pool_registrations_total").is_none_or(|n| n == 0.0)
+        {
             Value::Null
         } else {
             json!({
@@ -376,17 +379,12 @@ mod tests {
     #[test]
     fn a_pool_and_its_members_show() {
         let metrics = Metrics::new();
-        metrics.pool.members.set(1);
-        metrics
-            .pool
-            .capacity
+        let pool = crate::pool::PoolMetrics::register(&metrics).unwrap();
+        pool.members.set(1);
+        pool.capacity
             .with_label_values(&["rig-1@10.0.0.2:4000"])
             .set(3);
-        metrics
-            .pool
-            .load
-            .with_label_values(&["rig-1@10.0.0.2:4000"])
-            .set(2);
+        pool.load.with_label_values(&["rig-1@10.0.0.2:4000"]).set(2);
         let status = summary(
             "orchestrator",
             &metrics.registry().gather(),

@@ -226,7 +226,11 @@ fn every_metric_the_dashboard_queries_exists() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/lpgpu.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let names = Metrics::new().names().to_vec();
+    // The contract's metrics and every component's own.
+    let metrics = Metrics::new();
+    lpgpu::pool::PoolMetrics::register(&metrics).unwrap();
+    lpgpu::transcoder::remote::RemoteMetrics::register(&metrics).unwrap();
+    let names = metrics.names();
     let mut queried = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] == "row" {

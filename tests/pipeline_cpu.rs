@@ -140,3 +140,95 @@ fn inputs_without_decodable_video_are_undecodable() {
         ));
     }
 }
+
+/// ffprobe's streams of a file: (codec_type, codec_name) in order.
+fn streams(data: &[u8], extension: &str) -> Vec<(String, String)> {
+    let path = std::env::temp_dir().join(format!(
+        "lpgpu-streams-{}-{}.{extension}",
+        std::process::id(),
+        data.len()
+    ));
+    std::fs::write(&path, data).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+        ])
+        .args(["-of", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap().to_string(),
+                s["codec_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every output container × every audio layout real segments carry: AAC in
+/// ADTS, MP3, AC-3, Opus, two audio tracks, none. Each gives renditions
+/// ffprobe reads, the video as H.264 and the (first) audio copied as it
+/// came, in MPEG-TS and in MP4 (where AAC must lose its ADTS headers and
+/// every stream its MPEG-TS tag).
+#[test]
+fn every_container_takes_every_audio_layout() {
+    use lpgpu::pipeline::{Container, RenditionSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let video = "-f lavfi -i testsrc2=size=320x180:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2";
+    let layouts: [(&str, &str, Option<&str>); 6] = [
+        ("aac", "-map 0:v -map 1:a -c:a aac", Some("aac")),
+        ("mp3", "-map 0:v -map 1:a -c:a libmp3lame", Some("mp3")),
+        ("ac3", "-map 0:v -map 1:a -c:a ac3", Some("ac3")),
+        ("opus", "-map 0:v -map 1:a -c:a libopus", Some("opus")),
+        ("two", "-map 0:v -map 1:a -map 1:a -c:a aac", Some("aac")),
+        ("none", "-map 0:v -an", None),
+    ];
+    let backend = CpuBackend::new(EncoderSettings::default());
+    for (name, audio, codec) in layouts {
+        let path = dir.path().join(format!("{name}.ts"));
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y"])
+            .args(video.split_whitespace())
+            .args("-c:v libx264 -preset ultrafast -g 60".split_whitespace())
+            .args(audio.split_whitespace())
+            .args(["-f", "mpegts"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "making {name}");
+        let segment = Bytes::from(std::fs::read(&path).unwrap());
+        let mut specs = Vec::new();
+        for container in [Container::MpegTs, Container::Mp4] {
+            let mut spec = RenditionSpec::from(parse_profile_list("P144p30fps16x9").unwrap()[0]);
+            spec.name = format!("{name}-{}", container.extension());
+            spec.container = container;
+            specs.push(spec);
+        }
+        let out = backend
+            .transcode(segment, &specs, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for rendition in &out.renditions {
+            let found = streams(&rendition.data, rendition.spec.container.extension());
+            let mut expected = vec![("video".to_string(), "h264".to_string())];
+            if let Some(codec) = codec {
+                expected.push(("audio".to_string(), codec.to_string()));
+            }
+            assert_eq!(found, expected, "{}", rendition.spec.name);
+        }
+    }
+}

@@ -913,3 +913,100 @@ fn the_independent_peers_pass_their_own_self_tests() {
         );
     }
 }
+
+/// The codec of a file's first audio stream, as ffprobe reads it.
+fn audio_codec(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0"])
+        .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    // MPEG-TS lists the stream again under its program: the first line.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// What the independent orchestrator found failing: one MP4 and one
+/// MPEG-TS profile (fullProfiles2) on a 2 s 720p30 H.264 + AAC (ADTS)
+/// MPEG-TS segment. Both renditions come back, ffprobe reads them, and the
+/// AAC is in both (in MP4 without its ADTS headers).
+#[test]
+fn mp4_and_mpegts_renditions_of_a_segment_with_aac_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("aac_720p.ts");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(
+            "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 \
+             -c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts"
+                .split_whitespace(),
+        )
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut orch = Orchestrator::start(dir.path(), 0);
+    let _transcoder = RemoteTranscoder::start(&orch.addr(), SECRET, &["--max-sessions", "1"]);
+    orch.wait_registration(1, 30);
+    let mp4 = json!({"name": "P240p-mp4", "width": 426, "height": 240, "bitrate": 600_000,
+        "fps": 30, "format": "MP4"});
+    let id = orch.send(
+        json!({"segment_file": source, "session": "aac00001", "seq": 0,
+        "duration_ms": 2000, "profiles_field": "fullProfiles2",
+        "profiles": [mp4, p("P144p30fps16x9", 256, 144, 400_000, 30)]}),
+    );
+    let result = orch.result(id);
+    check_renditions(&result, &source, &["video/mp4", "video/mp2t"]);
+    for part in result["parts"].as_array().unwrap() {
+        let path = PathBuf::from(part["path"].as_str().unwrap());
+        assert_eq!(audio_codec(&path), "aac", "{}", path.display());
+    }
+    orch.assert_no_violations();
+}
+
+/// A failed task: the orchestrator gets the short stable text, the
+/// operator's log line the stage and the whole cause.
+#[test]
+fn a_failed_task_logs_its_cause_while_the_wire_keeps_the_stable_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio_only = dir.path().join("audio_only.ts");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(
+            "-f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 -c:a aac -f mpegts"
+                .split_whitespace(),
+        )
+        .arg(&audio_only)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut orch = Orchestrator::start(dir.path(), 0);
+    let transcoder = RemoteTranscoder::start(&orch.addr(), SECRET, &["--max-sessions", "1"]);
+    orch.wait_registration(1, 30);
+    let id = orch.send(
+        json!({"segment_file": audio_only, "session": "cause001", "seq": 0,
+        "duration_ms": 2000, "profiles": [p("P144p30fps16x9", 256, 144, 400_000, 30)]}),
+    );
+    let result = orch.result(id);
+    assert_eq!(result["kind"], "error", "{result}");
+    assert_eq!(result["error_text"], "segment does not decode", "{result}");
+    wait_until("the task's log line", Duration::from_secs(10), || {
+        transcoder.log.lock().unwrap().contains("cause")
+    });
+    let log = transcoder.log.lock().unwrap().clone();
+    let line = log
+        .lines()
+        .find(|l| l.contains("task=") && l.contains("cause"))
+        .unwrap_or_else(|| panic!("no task line with a cause in\n{log}"));
+    assert!(
+        line.contains("transcode: segment does not decode: the segment has no video stream"),
+        "{line}"
+    );
+    assert!(line.contains("P144p30fps16x9"), "{line}");
+}

@@ -38,7 +38,17 @@ pub(crate) fn init_ffmpeg() {
         let _ = ffmpeg::init();
         // Our own errors say what went wrong; FFmpeg's stderr chatter about a
         // bad segment would only be noise in the node's log.
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
+        // LPGPU_FFMPEG_LOG=error|warning|info|debug lets it speak, to chase
+        // a muxer's or decoder's refusal.
+        use ffmpeg::util::log::Level;
+        let level = match std::env::var("LPGPU_FFMPEG_LOG").as_deref() {
+            Ok("error") => Level::Error,
+            Ok("warning") => Level::Warning,
+            Ok("info") => Level::Info,
+            Ok("debug") => Level::Debug,
+            _ => Level::Fatal,
+        };
+        ffmpeg::util::log::set_level(level);
     });
 }
 
@@ -181,6 +191,35 @@ pub(super) struct AudioTrack {
     pub packets: Vec<Packet>,
 }
 
+impl AudioTrack {
+    /// AAC in ADTS frames (what MPEG-TS carries), without the
+    /// AudioSpecificConfig that MP4 and Matroska need in their header.
+    fn is_adts(&self) -> bool {
+        self.parameters.id() == codec::Id::AAC
+            && self
+                .packets
+                .iter()
+                .find_map(|p| p.data())
+                .is_some_and(|data| data.len() > 2 && data[0] == 0xFF && data[1] & 0xF0 == 0xF0)
+    }
+
+    /// The same audio as raw AAC with its AudioSpecificConfig
+    /// (libavcodec's `aac_adtstoasc`, as go-livepeer's muxer applies it).
+    fn with_audio_specific_config(&self) -> Result<AudioTrack, TranscodeError> {
+        let (parameters, packets) = super::ffglue::filter_all(
+            "aac_adtstoasc",
+            &self.parameters,
+            self.time_base,
+            &self.packets,
+        )?;
+        Ok(AudioTrack {
+            parameters,
+            time_base: self.time_base,
+            packets,
+        })
+    }
+}
+
 /// What a segment is, read from its container without decoding a picture.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SegmentFacts {
@@ -304,8 +343,20 @@ impl SourceSegment {
         encoded: Vec<Result<EncodedRung, TranscodeError>>,
     ) -> Result<Vec<Rendition>, TranscodeError> {
         let mut renditions = Vec::with_capacity(encoded.len());
+        // The audio as MP4 and Matroska want it, made once per segment.
+        let mut headed: Option<AudioTrack> = None;
         for rung in encoded {
-            renditions.push(mux_rendition(rung?, self.audio.as_ref())?);
+            let rung = rung?;
+            let audio = match (&self.audio, rung.spec.container.seeks()) {
+                (Some(track), true) if track.is_adts() => {
+                    if headed.is_none() {
+                        headed = Some(track.with_audio_specific_config()?);
+                    }
+                    headed.as_ref()
+                }
+                (track, _) => track.as_ref(),
+            };
+            renditions.push(mux_rendition(rung, audio)?);
         }
         Ok(renditions)
     }
@@ -868,10 +919,14 @@ pub(super) fn mux_rendition(
         .map_err(internal("adding video"))?
         .set_parameters(rung.parameters.clone());
     if let Some(track) = audio {
+        // Copied as it came, but for its container's tag: each muxer sets
+        // its own.
+        let mut parameters = track.parameters.clone();
+        super::ffglue::clear_codec_tag(&mut parameters);
         output
             .add_stream(encoder::find(codec::Id::None))
             .map_err(internal("adding audio"))?
-            .set_parameters(track.parameters.clone());
+            .set_parameters(parameters);
     }
     output
         .write_header()

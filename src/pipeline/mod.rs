@@ -13,6 +13,7 @@
 pub mod cpu;
 pub mod echo;
 pub mod encoders;
+pub mod ffglue;
 pub mod gpu;
 pub mod ladder;
 pub mod rendition;

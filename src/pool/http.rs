@@ -40,8 +40,7 @@ fn text(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `lpgpu_pool_result_uploads_total{outcome}`.
 fn count(pool: &Pool, outcome: &str) {
-    pool.metrics()
-        .pool
+    pool.pool_metrics()
         .result_uploads
         .with_label_values(&[outcome])
         .inc();

@@ -18,6 +18,7 @@
 //! [`http`] the HTTP edge.
 
 pub mod http;
+pub mod metrics;
 pub mod placement;
 pub mod relay;
 pub mod service;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
+pub use self::metrics::PoolMetrics;
 use self::placement::{
     IdleEnd, JobNeeds, Lateness, MemberId, MemberInfo, PlaceError, Placed, Placement,
 };
@@ -144,6 +146,8 @@ pub struct Pool {
     /// their member as `<session>/<seq>.tempfile`.
     segments: Arc<StreamStore>,
     metrics: Metrics,
+    /// The pool's own `lpgpu_pool_*` metrics.
+    pool_metrics: PoolMetrics,
     next_task: AtomicI64,
     /// Woken whenever a stream's segment is done.
     finished: tokio::sync::Notify,
@@ -172,7 +176,8 @@ impl Pool {
         local: Option<LocalMember>,
         store: Arc<StreamStore>,
         metrics: Metrics,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        let pool_metrics = PoolMetrics::register(&metrics)?;
         let mut state = State::default();
         let local = local.map(|member| {
             let id = state.placement.add(MemberInfo {
@@ -190,6 +195,7 @@ impl Pool {
             local,
             state: Mutex::new(state),
             metrics,
+            pool_metrics,
             next_task: AtomicI64::new(1),
             finished: tokio::sync::Notify::new(),
             sessions: Sessions::new(SESSION_IDLE),
@@ -202,7 +208,7 @@ impl Pool {
                 }
             }));
         pool.publish_members();
-        pool
+        Ok(pool)
     }
 
     /// Ends idle streams every few seconds while the pool lives.
@@ -220,6 +226,10 @@ impl Pool {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn pool_metrics(&self) -> &PoolMetrics {
+        &self.pool_metrics
     }
 
     /// Streams the pool (and the local member) take at once.
@@ -272,7 +282,7 @@ impl Pool {
             id
         };
         tracing::info!(member = %name, capacity, %version, "transcoder registered");
-        self.metrics.pool.registrations.inc();
+        self.pool_metrics.registrations.inc();
         self.publish_members();
         id
     }
@@ -298,13 +308,12 @@ impl Pool {
         };
         tracing::warn!(member = %name, reason = why.label(), streams = moved.len(),
             "transcoder left the pool; its streams move at their next segment");
-        self.metrics
-            .pool
+        self.pool_metrics
             .evictions
             .with_label_values(&[why.label()])
             .inc();
-        let _ = self.metrics.pool.capacity.remove_label_values(&[&name]);
-        let _ = self.metrics.pool.load.remove_label_values(&[&name]);
+        let _ = self.pool_metrics.capacity.remove_label_values(&[&name]);
+        let _ = self.pool_metrics.load.remove_label_values(&[&name]);
         self.publish_members();
     }
 
@@ -332,12 +341,12 @@ impl Pool {
             .members()
             .filter(|(_, i, _)| !i.local)
             .count();
-        self.metrics.pool.members.set(remote as i64);
+        self.pool_metrics.members.set(remote as i64);
         // A pool's slots are its members' streams.
         let capacity: usize = state.placement.members().map(|(_, i, _)| i.capacity).sum();
         self.metrics.transcode_slots.set(capacity as i64);
         for (_, info, streams) in state.placement.members() {
-            let pool = &self.metrics.pool;
+            let pool = &self.pool_metrics;
             pool.capacity
                 .with_label_values(&[&info.name])
                 .set(info.capacity as i64);
@@ -352,8 +361,7 @@ impl Pool {
     fn publish_load(&self, member: MemberId) {
         let state = self.lock();
         if let Some((info, streams)) = state.placement.member(member) {
-            self.metrics
-                .pool
+            self.pool_metrics
                 .load
                 .with_label_values(&[&info.name])
                 .set(streams as i64);
@@ -723,11 +731,10 @@ impl Reservation {
                 Err(AttemptError::Disconnected) => "disconnected",
                 Err(AttemptError::Late) => "late",
             };
-            pool.metrics.pool.tasks.with_label_values(&[result]).inc();
+            pool.pool_metrics.tasks.with_label_values(&[result]).inc();
             let error = match outcome {
                 Ok(transcoded) => {
-                    pool.metrics
-                        .pool
+                    pool.pool_metrics
                         .relay_seconds
                         .observe(attempt_started.elapsed().as_secs_f64());
                     self.placed = Some(placed);
@@ -757,7 +764,7 @@ impl Reservation {
                     let next_name = pool.member_name(next.member);
                     tracing::warn!(stream = %self.stream, seq, from = %name, to = %next_name,
                         "retrying a segment on another member: {}", describe(&error));
-                    pool.metrics.pool.retries.inc();
+                    pool.pool_metrics.retries.inc();
                     pool.publish_members();
                     placed = next;
                 }

@@ -87,8 +87,7 @@ impl Transcoder for RegistrationService {
         let register = request.into_inner();
         if !secret_matches(&register.secret, pool.secret()) {
             tracing::warn!(%peer, "transcoder registration refused: invalid secret");
-            pool.metrics()
-                .pool
+            pool.pool_metrics()
                 .refused
                 .with_label_values(&["secret"])
                 .inc();
@@ -96,8 +95,7 @@ impl Transcoder for RegistrationService {
         }
         if register.capacity <= 0 {
             tracing::warn!(%peer, capacity = register.capacity, "transcoder registration refused: zero capacity");
-            pool.metrics()
-                .pool
+            pool.pool_metrics()
                 .refused
                 .with_label_values(&["capacity"])
                 .inc();
@@ -109,8 +107,7 @@ impl Transcoder for RegistrationService {
             .map(|c| check_bitstring(&c.bitstring))
         {
             tracing::warn!(%peer, "transcoder registration refused: {why}");
-            pool.metrics()
-                .pool
+            pool.pool_metrics()
                 .refused
                 .with_label_values(&["capabilities"])
                 .inc();

@@ -15,6 +15,7 @@
 //! get the whole transcoder evicted).
 
 pub mod backoff;
+pub mod metrics;
 pub mod task;
 pub mod upload;
 
@@ -33,6 +34,7 @@ use tonic::transport::Endpoint;
 use zeroize::Zeroizing;
 
 use self::backoff::{Backoff, BackoffPolicy};
+pub use self::metrics::RemoteMetrics;
 use self::task::{Notification, Task, read_notification};
 use self::upload::ResultUpload;
 use crate::metrics::Metrics;
@@ -215,7 +217,11 @@ enum LinkEnd {
 
 /// A task's failure: the short text posted to the orchestrator.
 struct Failure {
+    /// What the orchestrator is told: short and stable.
     text: String,
+    /// What the operator's log says: the stage and the whole cause (the
+    /// FFmpeg error, the profile), whatever `--expose-errors` says.
+    cause: String,
     /// Whether it was the stream's fault (its session ends).
     ends_session: bool,
 }
@@ -225,6 +231,8 @@ pub struct RemoteTranscoder {
     config: RemoteConfig,
     backend: Arc<dyn Backend>,
     metrics: Metrics,
+    /// The mode's own `lpgpu_remote_*` metrics.
+    remote_metrics: RemoteMetrics,
     state: Mutex<LinkState>,
     /// The live sessions; ending one ends its placement on the backend.
     sessions: Arc<Sessions>,
@@ -272,7 +280,9 @@ impl RemoteTranscoder {
         let orchestrator_http = http_client(config.cert_pin, &[b"h2"], Duration::from_secs(5))?;
         let download_http = http_client(None, &[b"h2", b"http/1.1"], DOWNLOAD_TIMEOUT)?;
         let capacity = config.capacity.max(1);
-        metrics.remote.capacity.set(capacity as i64);
+        let remote_metrics = RemoteMetrics::register(&metrics)
+            .map_err(|e| RemoteError::Workers(format!("registering its metrics: {e}")))?;
+        remote_metrics.capacity.set(capacity as i64);
         let sessions = Sessions::new(SESSION_IDLE);
         let ends = backend.clone();
         sessions.on_end(Arc::new(move |key: &StreamKey, reason: EndReason| {
@@ -291,6 +301,7 @@ impl RemoteTranscoder {
         .map_err(|e| RemoteError::Workers(e.to_string()))?;
         Ok(Self {
             workers,
+            remote_metrics,
             config,
             backend,
             metrics,
@@ -307,8 +318,7 @@ impl RemoteTranscoder {
     }
 
     fn set_state(&self, state: LinkState) {
-        self.metrics
-            .remote
+        self.remote_metrics
             .registered
             .set(i64::from(state == LinkState::Registered));
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
@@ -459,7 +469,7 @@ impl RemoteTranscoder {
     fn registered(&self, registrations: &mut u64) {
         *registrations += 1;
         if *registrations > 1 {
-            self.metrics.remote.reconnects.inc();
+            self.remote_metrics.reconnects.inc();
         }
         tracing::info!(orchestrator = %self.config.orchestrator, capacity = self.config.capacity,
             version = %self.config.version, capabilities = %self.config.capabilities, "registered with the orchestrator");
@@ -548,7 +558,7 @@ impl RemoteTranscoder {
     fn dispatch(self: &Arc<Self>, notify: NotifySegment, tasks: &mut JoinSet<()>) {
         match read_notification(&notify, &self.config.capabilities, &self.config.version) {
             Notification::Teardown { session } => {
-                self.metrics.remote.teardowns.inc();
+                self.remote_metrics.teardowns.inc();
                 tracing::info!(%session, "session ended by the orchestrator");
                 self.end_session(&session, EndReason::Teardown);
             }
@@ -622,7 +632,7 @@ impl RemoteTranscoder {
         } else {
             "upload_failed"
         };
-        self.metrics.remote.tasks.with_label_values(&[result]).inc();
+        self.remote_metrics.tasks.with_label_values(&[result]).inc();
         if let Err(e) = outcome {
             tracing::warn!(task = task_id, "posting the error result failed: {e}");
         }
@@ -630,7 +640,7 @@ impl RemoteTranscoder {
 
     async fn run_task(self: Arc<Self>, task: Task, ticket: Ticket) {
         let started = Instant::now();
-        self.metrics.remote.tasks_in_flight.inc();
+        self.remote_metrics.tasks_in_flight.inc();
         if !task.session.is_empty() {
             let event = self
                 .sessions
@@ -660,25 +670,23 @@ impl RemoteTranscoder {
         };
         let upload_started = Instant::now();
         let posted = self.post(upload).await;
-        self.metrics
-            .remote
+        self.remote_metrics
             .task_seconds
             .with_label_values(&["upload"])
             .observe(upload_started.elapsed().as_secs_f64());
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics
-            .remote
+        self.remote_metrics
             .task_seconds
             .with_label_values(&["total"])
             .observe(seconds);
-        self.metrics.remote.tasks_in_flight.dec();
+        self.remote_metrics.tasks_in_flight.dec();
         let profiles: Vec<&str> = task.renditions.iter().map(|r| r.name.as_str()).collect();
         let result = match (&outcome, &posted) {
             (_, Err(_)) => "upload_failed",
             (Ok(_), Ok(())) => "ok",
             (Err(_), Ok(())) => "error",
         };
-        self.metrics.remote.tasks.with_label_values(&[result]).inc();
+        self.remote_metrics.tasks.with_label_values(&[result]).inc();
         let late = started.elapsed() > task.deadline();
         match (&outcome, &posted) {
             (_, Err(e)) => {
@@ -687,7 +695,8 @@ impl RemoteTranscoder {
             }
             (Err(failure), Ok(())) => {
                 tracing::info!(task = task.task_id, session = %task.session, seq = task.seq,
-                profiles = %profiles.join(","), seconds, result, error = %failure.text, late, "task")
+                profiles = %profiles.join(","), seconds, result, error = %failure.text,
+                cause = %failure.cause, late, "task")
             }
             (Ok(_), Ok(())) => {
                 tracing::info!(task = task.task_id, session = %task.session, seq = task.seq,
@@ -704,11 +713,11 @@ impl RemoteTranscoder {
         let download_started = Instant::now();
         // A failed download drops the ticket here, before the error is posted.
         let segment = self.download(&task.url).await.map_err(|text| Failure {
+            cause: format!("download: {text}"),
             text,
             ends_session: false,
         })?;
-        self.metrics
-            .remote
+        self.remote_metrics
             .task_seconds
             .with_label_values(&["download"])
             .observe(download_started.elapsed().as_secs_f64());
@@ -726,23 +735,25 @@ impl RemoteTranscoder {
         let transcode_started = Instant::now();
         let outcome = ticket.run(job).await;
         let elapsed = transcode_started.elapsed().as_secs_f64();
-        self.metrics
-            .remote
+        self.remote_metrics
             .task_seconds
             .with_label_values(&["transcode"])
             .observe(elapsed);
         match outcome {
             Ok(transcoded) => Ok(transcoded),
-            Err(RunError::TimedOut(_) | RunError::WaitedTooLong(_)) => Err(Failure {
+            Err(error @ (RunError::TimedOut(_) | RunError::WaitedTooLong(_))) => Err(Failure {
                 text: "transcoding timed out".into(),
+                cause: format!("transcode: {error}"),
                 ends_session: true,
             }),
             Err(RunError::Closed) => Err(Failure {
                 text: "transcoder is shutting down".into(),
+                cause: "transcode: the workers have stopped".into(),
                 ends_session: false,
             }),
             Err(RunError::Transcode(error)) => Err(Failure {
                 text: self.error_text(&error),
+                cause: format!("transcode: {error}"),
                 ends_session: true,
             }),
         }

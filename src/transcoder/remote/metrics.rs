@@ -1,0 +1,123 @@
+//! The dial-out mode's own metrics (`lpgpu_remote_*`), registered by the
+//! mode in the node's registry when it starts.
+
+#![allow(
+    clippy::expect_used,
+    reason = "metric definitions are constants: a bad one fails every test"
+)]
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+
+use crate::metrics::Metrics;
+
+/// Adds collectors to the node's registry (metric definitions are
+/// constants: a bad one fails every test).
+struct Registrar<'a> {
+    metrics: &'a Metrics,
+}
+
+#[allow(
+    clippy::expect_used,
+    reason = "metric definitions are constants: a bad one fails every test"
+)]
+impl Registrar<'_> {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        collector: C,
+    ) -> Result<C, prometheus::Error> {
+        self.metrics.register(name, collector)
+    }
+
+    fn counter(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(
+            name,
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+        )
+    }
+
+    fn histogram_opts(name: &'static str, help: &str) -> HistogramOpts {
+        Metrics::seconds_opts(name, help)
+    }
+}
+
+/// Metrics of the dial-out remote-transcoder mode.
+#[derive(Debug, Clone)]
+pub struct RemoteMetrics {
+    /// 1 while registered with the orchestrator.
+    pub registered: IntGauge,
+    /// Registrations after the first (the link came back).
+    pub reconnects: IntCounter,
+    /// Tasks by result: ok, error (an error result posted), busy (refused
+    /// past capacity), upload_failed (no result reached the orchestrator).
+    pub tasks: IntCounterVec,
+    /// Seconds per task phase: download, transcode, upload, total.
+    pub task_seconds: HistogramVec,
+    /// The capacity registered.
+    pub capacity: IntGauge,
+    /// Tasks running now.
+    pub tasks_in_flight: IntGauge,
+    /// Teardown notifications received.
+    pub teardowns: IntCounter,
+}
+
+impl RemoteMetrics {
+    /// Registers this component's metrics in the node's registry (once).
+    pub fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let r = &mut Registrar { metrics };
+        let gauge = |r: &mut Registrar, name: &'static str, help: &str| {
+            r.add(name, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let counter = |r: &mut Registrar, name: &'static str, help: &str| {
+            r.add(name, IntCounter::new(name, help).expect("valid metric"))
+        };
+        Ok(Self {
+            registered: gauge(
+                r,
+                "lpgpu_remote_registered",
+                "1 while registered with the orchestrator (--orch-addr).",
+            )?,
+            reconnects: counter(
+                r,
+                "lpgpu_remote_reconnects_total",
+                "Registrations with the orchestrator after the first.",
+            )?,
+            tasks: r.counter(
+                "lpgpu_remote_tasks_total",
+                "Tasks from the orchestrator by result (ok, error, busy, upload_failed).",
+                &["result"],
+            )?,
+            task_seconds: r.add(
+                "lpgpu_remote_task_seconds",
+                HistogramVec::new(
+                    Registrar::histogram_opts(
+                        "lpgpu_remote_task_seconds",
+                        "Seconds per task phase (download, transcode, upload, total).",
+                    ),
+                    &["phase"],
+                )
+                .expect("valid metric"),
+            )?,
+            capacity: gauge(
+                r,
+                "lpgpu_remote_capacity",
+                "Streams registered as this transcoder's capacity.",
+            )?,
+            tasks_in_flight: gauge(
+                r,
+                "lpgpu_remote_tasks_in_flight",
+                "Tasks being downloaded, transcoded or uploaded.",
+            )?,
+            teardowns: counter(
+                r,
+                "lpgpu_remote_teardowns_total",
+                "Session teardown notifications received.",
+            )?,
+        })
+    }
+}
