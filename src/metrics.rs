@@ -57,6 +57,32 @@ pub struct Metrics {
     names: Arc<Mutex<Vec<&'static str>>>,
 }
 
+/// Adds a component's collectors to a node's registry ([`Metrics::registering`]).
+#[derive(Debug)]
+pub struct Registering<'a> {
+    metrics: &'a Metrics,
+}
+
+impl Registering<'_> {
+    pub fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        collector: C,
+    ) -> Result<C, prometheus::Error> {
+        self.metrics.register(name, collector)
+    }
+
+    /// A counter family with `labels`.
+    pub fn counter(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(name, IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -315,6 +341,11 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .push(name);
         Ok(collector)
+    }
+
+    /// How a component adds its own collectors to this registry.
+    pub fn registering(&self) -> Registering<'_> {
+        Registering { metrics: self }
     }
 
     /// The histogram options of a segment-scale duration.

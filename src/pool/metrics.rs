@@ -6,47 +6,9 @@
     reason = "metric definitions are constants: a bad one fails every test"
 )]
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use crate::metrics::Metrics;
-
-/// Adds collectors to the node's registry (metric definitions are
-/// constants: a bad one fails every test).
-struct Registrar<'a> {
-    metrics: &'a Metrics,
-}
-
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a bad one fails every test"
-)]
-impl Registrar<'_> {
-    fn add<C: prometheus::core::Collector + Clone + 'static>(
-        &mut self,
-        name: &'static str,
-        collector: C,
-    ) -> Result<C, prometheus::Error> {
-        self.metrics.register(name, collector)
-    }
-
-    fn counter(
-        &mut self,
-        name: &'static str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<IntCounterVec, prometheus::Error> {
-        self.add(
-            name,
-            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-        )
-    }
-
-    fn histogram_opts(name: &'static str, help: &str) -> HistogramOpts {
-        Metrics::seconds_opts(name, help)
-    }
-}
+use crate::metrics::{Metrics, Registering};
 
 /// Metrics of the orchestrator's pool of transcoders (`--orch-secret`).
 #[derive(Debug, Clone)]
@@ -77,8 +39,8 @@ pub struct PoolMetrics {
 impl PoolMetrics {
     /// Registers this component's metrics in the node's registry (once).
     pub fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
-        let r = &mut Registrar { metrics };
-        let gauge_vec = |r: &mut Registrar, name: &'static str, help: &str| {
+        let r = &mut metrics.registering();
+        let gauge_vec = |r: &mut Registering<'_>, name: &'static str, help: &str| {
             r.add(
                 name,
                 IntGaugeVec::new(Opts::new(name, help), &["member"]).expect("valid metric"),
@@ -129,7 +91,7 @@ impl PoolMetrics {
             )?,
             relay_seconds: r.add(
                 "lpgpu_pool_relay_seconds",
-                Histogram::with_opts(Registrar::histogram_opts(
+                Histogram::with_opts(Metrics::seconds_opts(
                     "lpgpu_pool_relay_seconds",
                     "Seconds from placing a segment on a member to holding its renditions.",
                 ))

@@ -37,6 +37,10 @@ pub struct SegmentJob {
     pub renditions: Vec<RenditionSpec>,
     /// The keccak256 the body must have, when the wire signs one.
     pub expected_hash: Option<[u8; 32]>,
+    /// The latest moment the renditions are still of use (a broadcaster's
+    /// patience), when the wire knows one; the transcode also stops at
+    /// `--transcode-timeout-seconds` after it starts, whichever is first.
+    pub deadline: Option<Instant>,
 }
 
 /// Limits of the segment path (the upload and slot flags).
@@ -214,13 +218,17 @@ impl SegmentCore {
         segment: Bytes,
     ) -> Result<Transcoded, Error> {
         let timeout = self.limits.transcode_timeout;
+        let deadline = job.deadline.map_or(Instant::now() + timeout, |d| {
+            d.min(Instant::now() + timeout)
+        });
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match admission {
             Admission::Local(ticket) => {
                 let work = Job {
                     segment,
                     renditions: job.renditions.clone(),
                     clip: None,
-                    deadline: Instant::now() + timeout,
+                    deadline,
                 };
                 ticket
                     .run(work)

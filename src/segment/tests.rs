@@ -46,6 +46,7 @@ fn job(data: &[u8]) -> SegmentJob {
             &crate::protocol::parse_profile_list("P144p30fps16x9").unwrap(),
         ),
         expected_hash: Some(keccak256(data)),
+        deadline: None,
     }
 }
 

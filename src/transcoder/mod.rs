@@ -176,6 +176,8 @@ impl Wire for V2Wire {
             seq,
             renditions: crate::pipeline::rendition::from_profiles(&verified.profiles),
             expected_hash: Some(verified.segment.hash),
+            // The 2018 broadcaster's patience is not on the wire.
+            deadline: None,
         };
         let multipart = wants_multipart(headers);
         let transcoded = match core.process(&job, body).await {

@@ -6,45 +6,9 @@
     reason = "metric definitions are constants: a bad one fails every test"
 )]
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
-use crate::metrics::Metrics;
-
-/// Adds collectors to the node's registry (metric definitions are
-/// constants: a bad one fails every test).
-struct Registrar<'a> {
-    metrics: &'a Metrics,
-}
-
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a bad one fails every test"
-)]
-impl Registrar<'_> {
-    fn add<C: prometheus::core::Collector + Clone + 'static>(
-        &mut self,
-        name: &'static str,
-        collector: C,
-    ) -> Result<C, prometheus::Error> {
-        self.metrics.register(name, collector)
-    }
-
-    fn counter(
-        &mut self,
-        name: &'static str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<IntCounterVec, prometheus::Error> {
-        self.add(
-            name,
-            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-        )
-    }
-
-    fn histogram_opts(name: &'static str, help: &str) -> HistogramOpts {
-        Metrics::seconds_opts(name, help)
-    }
-}
+use crate::metrics::{Metrics, Registering};
 
 /// Metrics of the dial-out remote-transcoder mode.
 #[derive(Debug, Clone)]
@@ -69,11 +33,11 @@ pub struct RemoteMetrics {
 impl RemoteMetrics {
     /// Registers this component's metrics in the node's registry (once).
     pub fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
-        let r = &mut Registrar { metrics };
-        let gauge = |r: &mut Registrar, name: &'static str, help: &str| {
+        let r = &mut metrics.registering();
+        let gauge = |r: &mut Registering<'_>, name: &'static str, help: &str| {
             r.add(name, IntGauge::new(name, help).expect("valid metric"))
         };
-        let counter = |r: &mut Registrar, name: &'static str, help: &str| {
+        let counter = |r: &mut Registering<'_>, name: &'static str, help: &str| {
             r.add(name, IntCounter::new(name, help).expect("valid metric"))
         };
         Ok(Self {
@@ -95,7 +59,7 @@ impl RemoteMetrics {
             task_seconds: r.add(
                 "lpgpu_remote_task_seconds",
                 HistogramVec::new(
-                    Registrar::histogram_opts(
+                    Metrics::seconds_opts(
                         "lpgpu_remote_task_seconds",
                         "Seconds per task phase (download, transcode, upload, total).",
                     ),
