@@ -422,6 +422,9 @@ impl Pool {
         needs: JobNeeds,
         patience: Duration,
     ) -> Result<Reservation, PoolError> {
+        // Pins, sessions and the backend know the stream by one bounded key.
+        let key = StreamKey::new(stream);
+        let stream = key.as_str();
         let until = tokio::time::Instant::now() + patience;
         let placed = loop {
             // Registered before the attempt, so a finish in between is seen.
@@ -438,7 +441,7 @@ impl Pool {
             }
         };
         self.publish_load(placed.member);
-        self.sessions.segment(&StreamKey::new(stream), false);
+        self.sessions.segment(&key, false);
         Ok(Reservation {
             pool: self.clone(),
             stream: stream.to_string(),
