@@ -339,6 +339,19 @@ fn three_transcoders_on_three_hosts_serve_six_streams_and_losing_one_loses_no_se
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut dead = members.remove(victim);
+    // Frozen first: whatever it was working on stays unanswered, and its
+    // pinned streams' next segments are placed on it too, so the kill lands
+    // with attempts waiting on it (a task it finished between the check
+    // above and the kill would otherwise leave nothing to retry).
+    let pid = dead.process.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
     dead.process.0.kill().unwrap();
     dead.process.0.wait().unwrap();
 
