@@ -364,3 +364,62 @@ fn the_pools_probe_reads_every_ok_file() {
         );
     }
 }
+
+/// The first audio stream's codec of a file, as ffprobe reads it (None
+/// without audio).
+fn audio_of(data: &[u8], extension: &str) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("file.{extension}"));
+    std::fs::write(&path, data).unwrap();
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0"])
+        .args(["-show_entries", "stream=codec_name", "-of", "json"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe (run .ci/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["streams"][0]["codec_name"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Every `ok` file of the corpus also as an MP4 rendition (what today's
+/// orchestrators ask for beside MPEG-TS): renditions ffprobe reads, with
+/// the source's audio copied into both containers as it came.
+#[test]
+fn every_ok_corpus_file_also_makes_an_mp4_rendition_with_its_audio() {
+    let backend = CpuBackend::new(EncoderSettings::default());
+    let mut mp4 = spec("P144p30fps16x9");
+    mp4.name = "P144p-mp4".into();
+    mp4.container = lpgpu::pipeline::Container::Mp4;
+    let ladder = vec![spec("P144p30fps16x9"), mp4];
+    let mut checked = 0;
+    for entry in expectations() {
+        if entry["lpms_expectation"] != "ok" {
+            continue;
+        }
+        let name = entry["file"].as_str().unwrap();
+        let segment = Bytes::from(std::fs::read(corpus(name)).unwrap());
+        let source_audio = audio_of(&segment, "ts");
+        let transcoded = backend
+            .transcode(segment, &ladder, &SegmentOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_renditions(name, &transcoded);
+        for rendition in &transcoded.renditions {
+            let extension = rendition.spec.container.extension();
+            assert_eq!(
+                audio_of(&rendition.data, extension),
+                source_audio,
+                "{name} {}",
+                rendition.spec.name
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} ok files");
+}

@@ -177,6 +177,10 @@ pub(super) struct EncodedRung {
     pub parameters: codec::Parameters,
     /// The packets' time base: the source video stream's.
     pub time_base: ffmpeg::Rational,
+    /// One output picture in `time_base`: the duration of a packet the
+    /// encoder left without one (MP4 ends its track, and its edit list,
+    /// with the last sample's duration).
+    pub frame_ticks: i64,
     pub packets: Vec<Packet>,
     pub width: u32,
     pub height: u32,
@@ -682,10 +686,12 @@ impl RungEncoder {
             .map_err(internal("flushing the encoder"))?;
         drain_encoder(&mut self.encoder, &mut self.packets)?;
         let parameters = codec::Parameters::from(&self.encoder);
+        let frame_ticks = self.plan.frame_ticks();
         Ok(EncodedRung {
             spec: self.plan.spec,
             parameters,
             time_base: to_ff(self.plan.time_base),
+            frame_ticks,
             packets: self.packets,
             width: self.width,
             height: self.height,
@@ -938,6 +944,9 @@ pub(super) fn mux_rendition(
         .time_base();
     let mut video_dts = MonotonicDts::new();
     for mut packet in rung.packets {
+        if packet.duration() <= 0 {
+            packet.set_duration(rung.frame_ticks);
+        }
         packet.rescale_ts(rung.time_base, video_out);
         repair(&mut packet, &mut video_dts);
         packet.set_stream(0);

@@ -444,6 +444,7 @@ fn finish_nvenc(
         spec: plan.spec.clone(),
         parameters,
         time_base: to_ff(plan.time_base),
+        frame_ticks: plan.frame_ticks(),
         packets,
         width,
         height,
