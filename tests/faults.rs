@@ -679,3 +679,36 @@ async fn two_thousand_idle_connections_keep_no_client_out_and_descriptors_stay_b
     let _ = flood.wait();
     node.kill9();
 }
+
+/// Flags a node cannot run with are refused by name before anything binds.
+#[test]
+fn bad_node_flags_are_refused_by_name_before_binding() {
+    let world = World::new(1.0);
+    let keystore = keystore(&world, "orchestrator", &world.orchestrator);
+    let chain = format!("ledger:{}", world.ledger_path().display());
+    let port = free_port();
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-sessions", "0"),
+        ("--stream-store-mib", "0"),
+        ("--transcode-timeout-seconds", "0"),
+        ("--request-timeout-seconds", "0"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args(["node", "--hostname", "localhost", "--backend", "cpu"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "127.0.0.1:0", "--keystore"])
+            .arg(&keystore)
+            .args(["--chain", &chain, flag, value])
+            .env("LPGPU_PASSWORD", PASSWORD)
+            .env_remove("LPGPU_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // Nothing was left bound.
+    std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::pipeline::TranscodeError;
-use crate::pipeline::workers::{ExecuteError, Refusal, RunError};
+use crate::pipeline::workers::{Refusal, RunError};
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,13 +197,6 @@ impl Error {
             RunError::TimedOut(_) => Error::TranscodeTimeout(timeout.as_secs()),
             RunError::WaitedTooLong(waited) => Error::StreamWaitTimedOut(waited),
             RunError::Closed => Error::ShuttingDown,
-        }
-    }
-
-    pub fn from_execute(error: ExecuteError, timeout: Duration) -> Self {
-        match error {
-            ExecuteError::Busy(refusal) => refusal.into(),
-            ExecuteError::Run(error) => Self::from_run(error, timeout),
         }
     }
 }

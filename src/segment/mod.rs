@@ -217,11 +217,10 @@ impl SegmentCore {
         job: &SegmentJob,
         segment: Bytes,
     ) -> Result<Transcoded, Error> {
-        let timeout = self.limits.transcode_timeout;
-        let deadline = job.deadline.map_or(Instant::now() + timeout, |d| {
-            d.min(Instant::now() + timeout)
-        });
-        let timeout = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let limit = now + self.limits.transcode_timeout;
+        let deadline = job.deadline.map_or(limit, |d| d.min(limit));
+        let timeout = deadline.saturating_duration_since(now);
         match admission {
             Admission::Local(ticket) => {
                 let work = Job {

@@ -96,11 +96,6 @@ impl<W> Lanes<W> {
         self.in_use
     }
 
-    /// Segments waiting behind their streams.
-    pub fn queued(&self) -> usize {
-        self.lanes.values().map(|l| l.queued.len()).sum()
-    }
-
     /// Whether a segment of a new stream would get a slot now.
     pub fn has_free_slot(&self) -> bool {
         self.in_use < self.slots

@@ -229,7 +229,6 @@ struct Failure {
 /// The remote transcoder.
 pub struct RemoteTranscoder {
     config: RemoteConfig,
-    backend: Arc<dyn Backend>,
     metrics: Metrics,
     /// The mode's own `lpgpu_remote_*` metrics.
     remote_metrics: RemoteMetrics,
@@ -249,7 +248,7 @@ impl fmt::Debug for RemoteTranscoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteTranscoder")
             .field("config", &self.config)
-            .field("backend", &self.backend.name())
+            .field("backend", &self.workers.backend().name())
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
@@ -303,7 +302,6 @@ impl RemoteTranscoder {
             workers,
             remote_metrics,
             config,
-            backend,
             metrics,
             state: Mutex::new(LinkState::Starting),
             sessions,
@@ -616,7 +614,7 @@ impl RemoteTranscoder {
         if !self.sessions.end(&key, reason) {
             // Not live here (never seen, or already ended): whatever the
             // backend may still hold for it goes too.
-            self.backend.end_stream(key.as_str());
+            self.workers.backend().end_stream(key.as_str());
         }
     }
 
