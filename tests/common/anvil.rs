@@ -26,11 +26,7 @@ impl Anvil {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                     .join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
             });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let child = Command::new(&binary)
             .args([
                 "--host",
