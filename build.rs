@@ -1,7 +1,8 @@
 //! Generates what the crate cannot write by hand:
 //!
 //! - the `net` protocol types and the gRPC services from `proto/net.proto`
-//!   (2018, v2) and `proto/transcoder.proto` (today's orchestrator ↔ transcoder)
+//!   (2018, v2), `proto/transcoder.proto` (today's orchestrator ↔ transcoder)
+//!   and `proto/lp_rpc.proto` (today's broadcaster ↔ orchestrator)
 //!   (needs `protoc`: Debian's `protobuf-compiler`, or `PROTOC`);
 //! - Rust types for NVIDIA's video codec API from the headers of Debian's
 //!   `libffmpeg-nvenc-dev` (`/usr/include/ffnvcodec`, or `LPGPU_NVCODEC_INCLUDE`).
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=proto/net.proto");
     println!("cargo:rerun-if-changed=proto/transcoder.proto");
+    println!("cargo:rerun-if-changed=proto/lp_rpc.proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     if std::env::var_os("PROTOC").is_none() && which("protoc").is_none() {
@@ -34,7 +36,14 @@ fn main() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/net.proto", "proto/transcoder.proto"], &["proto"])
+        .compile_protos(
+            &[
+                "proto/net.proto",
+                "proto/transcoder.proto",
+                "proto/lp_rpc.proto",
+            ],
+            &["proto"],
+        )
         .unwrap_or_else(|e| panic!("compiling proto/*.proto failed: {e}"));
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

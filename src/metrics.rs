@@ -38,6 +38,8 @@ pub struct Metrics {
     pub slots_in_use: IntGauge,
     pub rejections: IntCounterVec,
     pub get_transcoder: IntCounterVec,
+    /// Today's `GetOrchestrator` calls, by result.
+    pub get_orchestrator: IntCounterVec,
     pub backend_info: IntGaugeVec,
     pub gpu_fallbacks: IntCounter,
     /// Bytes of rejected request bodies read and discarded so the answer
@@ -149,6 +151,11 @@ impl Metrics {
         let get_transcoder = r.counter(
             "lpgpu_get_transcoder_total",
             "GetTranscoder calls, by result.",
+            &["result"],
+        );
+        let get_orchestrator = r.counter(
+            "lpgpu_get_orchestrator_total",
+            "GetOrchestrator calls (today's wire), by result.",
             &["result"],
         );
         let segment_seconds = r.add(
@@ -268,6 +275,7 @@ impl Metrics {
             slots_in_use,
             rejections,
             get_transcoder,
+            get_orchestrator,
             backend_info,
             gpu_fallbacks,
             drained_bytes,

@@ -13,12 +13,14 @@ use zeroize::Zeroizing;
 use crate::chain::Chain;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
-use crate::orchestrator::OrchestratorService;
+use crate::orchestrator::today::wire::TodayWire;
+use crate::orchestrator::today::{TodayConfig, TodayOrchestrator};
+use crate::orchestrator::{OrchestratorGrpc, OrchestratorService};
 use crate::pipeline::Backend;
 use crate::pipeline::workers::{Policy, Workers};
 use crate::pool::{LocalMember, Pool, PoolConfig};
-use crate::proto::orchestrator_server::OrchestratorServer;
 use crate::proto::transcoder_server::TranscoderServer;
+use crate::protocol::capabilities::{CapabilitySet, GO_LIVEPEER_VERSION};
 use crate::segment::{Engine, Readiness, SegmentCore, SegmentLimits, Wire};
 use crate::store::{StoreLimits, StreamStore};
 use crate::transcoder::{V2Config, V2Wire};
@@ -61,6 +63,12 @@ pub struct NodeConfig {
     /// The one `/stream/…` store's budget, for renditions and the pool's
     /// source segments together.
     pub store: StoreLimits,
+    /// Serve the 2018 protocol (`GetTranscoder`, its `/segment`): needs a
+    /// chain.
+    pub v2: bool,
+    /// Serve today's broadcaster wire (`GetOrchestrator`, its `/segment`)
+    /// with at most this many sessions open (go-livepeer's `-maxSessions`).
+    pub today_sessions: Option<usize>,
 }
 
 impl NodeConfig {
@@ -86,6 +94,8 @@ impl NodeConfig {
                 max_bytes: 256 << 20,
                 retention: Duration::from_secs(120),
             },
+            v2: true,
+            today_sessions: None,
         }
     }
 
@@ -117,7 +127,10 @@ impl NodeConfig {
         if self.store.max_bytes == 0 {
             return bad("--stream-store-mib must be at least 1");
         }
-        if self.pool_secret.is_some() && self.orchestrator_key.is_none() {
+        if self.today_sessions == Some(0) {
+            return bad("--max-sessions must be at least 1");
+        }
+        if self.pool_secret.is_some() && self.orchestrator_key.is_none() && self.v2 {
             return bad("a pool (--orch-secret) needs an orchestrator key");
         }
         if self.pool_secret.is_some() && self.transcoder_uri.is_some() {
@@ -224,7 +237,7 @@ impl Node {
         let pool = core.as_ref().and_then(|c| c.pool().cloned());
 
         let mut wires: Vec<Arc<dyn Wire>> = Vec::new();
-        if config.serves_segments() {
+        if config.serves_segments() && config.v2 {
             wires.push(Arc::new(V2Wire::new(
                 V2Config {
                     orchestrator: config.credentials_from,
@@ -235,24 +248,57 @@ impl Node {
                 chain.clone(),
             )));
         }
+        let today = match (config.today_sessions, &core) {
+            (Some(max_sessions), Some(core)) => {
+                let capabilities = match (&config.pool_secret, &config.backend) {
+                    (None, Some(backend)) => backend.capabilities(),
+                    // A pool places each job on a member that can do it.
+                    _ => CapabilitySet::lpgpu(),
+                };
+                let orchestrator = TodayOrchestrator::new(
+                    TodayConfig {
+                        service_uri: config.service_uri.clone(),
+                        max_sessions,
+                        capabilities,
+                        version: GO_LIVEPEER_VERSION.to_string(),
+                        signer: config.orchestrator_key.clone().filter(|_| config.v2),
+                    },
+                    Some(core.clone()),
+                    metrics.clone(),
+                );
+                orchestrator.start_sweeper();
+                wires.push(Arc::new(
+                    TodayWire::new(orchestrator.clone()).map_err(NodeError::Config)?,
+                ));
+                Some(orchestrator)
+            }
+            _ => None,
+        };
         let mut http = crate::segment::http::router(core.clone(), wires);
+        let v2 = match (&config.orchestrator_key, config.v2) {
+            (Some(key), true) => {
+                let handed_out = config
+                    .transcoder_uri
+                    .clone()
+                    .unwrap_or_else(|| config.service_uri.clone());
+                Some(OrchestratorService::new(
+                    key.clone(),
+                    chain,
+                    &handed_out,
+                    metrics.clone(),
+                ))
+            }
+            _ => None,
+        };
         let mut grpc = axum::Router::new();
-        if let Some(key) = &config.orchestrator_key {
-            let handed_out = config
-                .transcoder_uri
-                .clone()
-                .unwrap_or_else(|| config.service_uri.clone());
-            let orchestrator =
-                OrchestratorService::new(key.clone(), chain, &handed_out, metrics.clone());
+        if v2.is_some() || today.is_some() {
             // `RegisterTranscoder` is always answered: by the pool, or with
             // UNIMPLEMENTED and how to enable it.
             let registration = crate::pool::service::RegistrationService::new(pool.clone());
             let most = crate::protocol::limits::MAX_GRPC_MESSAGE_BYTES;
-            grpc = tonic::service::Routes::new(
-                OrchestratorServer::new(orchestrator).max_decoding_message_size(most),
-            )
-            .add_service(TranscoderServer::new(registration).max_decoding_message_size(most))
-            .into_axum_router();
+            grpc = tonic::service::Routes::new(OrchestratorGrpc { v2, today }.into_server())
+                .add_service(TranscoderServer::new(registration).max_decoding_message_size(most))
+                .into_axum_router();
         }
         if let Some(pool) = pool {
             http = http.merge(crate::pool::http::router(pool));

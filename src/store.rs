@@ -22,6 +22,10 @@ pub struct StoreLimits {
     pub retention: Duration,
 }
 
+/// The most entries the store holds, whatever their size: a flood of tiny
+/// renditions cannot grow its index without bound.
+pub const MAX_ENTRIES: usize = 16_384;
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<String, (Instant, Bytes)>,
@@ -85,7 +89,8 @@ impl StreamStore {
         inner.remove(&name);
         while let Some((at, oldest)) = inner.oldest() {
             let expired = now.duration_since(at) > self.limits.retention;
-            if !expired && inner.bytes + size <= self.limits.max_bytes {
+            let full = inner.entries.len() >= MAX_ENTRIES;
+            if !expired && !full && inner.bytes + size <= self.limits.max_bytes {
                 break;
             }
             inner.order.pop_front();
@@ -106,6 +111,28 @@ impl StreamStore {
     /// Forgets `name` (its bytes are free at once).
     pub fn remove(&self, name: &str) {
         self.lock().remove(name);
+    }
+
+    /// Forgets every entry whose name starts with `prefix` (a session's).
+    pub fn remove_prefix(&self, prefix: &str) {
+        let mut inner = self.lock();
+        let names: Vec<String> = inner
+            .entries
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect();
+        for name in names {
+            inner.remove(&name);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn bytes(&self) -> u64 {

@@ -317,6 +317,27 @@ impl lpgpu::proto::orchestrator_server::Orchestrator for Misbehaving {
             ..Default::default()
         }))
     }
+
+    async fn get_orchestrator(
+        &self,
+        _: tonic::Request<lpgpu::proto::OrchestratorRequest>,
+    ) -> Result<tonic::Response<lpgpu::proto::OrchestratorInfo>, tonic::Status> {
+        Err(tonic::Status::unimplemented("2018 only"))
+    }
+
+    async fn end_transcoding_session(
+        &self,
+        _: tonic::Request<lpgpu::proto::EndTranscodingSessionRequest>,
+    ) -> Result<tonic::Response<lpgpu::proto::EndTranscodingSessionResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("2018 only"))
+    }
+
+    async fn ping(
+        &self,
+        _: tonic::Request<lpgpu::proto::PingPong>,
+    ) -> Result<tonic::Response<lpgpu::proto::PingPong>, tonic::Status> {
+        Err(tonic::Status::unimplemented("2018 only"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

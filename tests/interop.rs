@@ -277,6 +277,20 @@ fn an_independent_client_gets_credentials_and_is_refused_for_bad_requests() {
         &spec_path,
         "segments: all checks passed",
     );
+
+    // One node, one port, both generations: today's wire on the same node,
+    // every message made and read by Livepeer's own code. On a chain the
+    // node names its own address.
+    let (info, result) = common::today::round_trip(port, &common::clip("h264_720p.ts"));
+    assert_eq!(
+        info["message"]["address"],
+        orchestrator.trim_start_matches("0x").to_lowercase()
+    );
+    assert_eq!(
+        result["message"]["data"]["sig"].as_str().map(str::len),
+        Some(130),
+        "results are signed on a chain: {result}"
+    );
     node.stop();
 }
 

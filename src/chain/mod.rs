@@ -98,11 +98,14 @@ pub trait ChainAdmin: Chain {
     async fn set_service_uri(&self, key: &PrivateKey, uri: &str) -> Result<(), ChainError>;
 }
 
-/// A `--chain` value: `ledger:PATH` or `eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…`.
+/// A `--chain` value: `ledger:PATH`, `eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…`,
+/// or `offchain` (no chain: today's wire only, unpaid, as go-livepeer's
+/// `-network offchain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainSpec {
     Ledger(PathBuf),
     Ethereum(String),
+    Offchain,
 }
 
 impl FromStr for ChainSpec {
@@ -115,9 +118,11 @@ impl FromStr for ChainSpec {
             Ok(ChainSpec::Ledger(PathBuf::from(path)))
         } else if let Some(url) = s.strip_prefix("eth:") {
             Ok(ChainSpec::Ethereum(url.to_string()))
+        } else if s == "offchain" {
+            Ok(ChainSpec::Offchain)
         } else {
             Err(format!(
-                "unknown chain {s:?}: use ledger:PATH or eth:http://HOST:PORT?jobs=0x…&registry=0x…"
+                "unknown chain {s:?}: use ledger:PATH, eth:http://HOST:PORT?jobs=0x…&registry=0x… or offchain"
             ))
         }
     }
@@ -128,6 +133,7 @@ impl fmt::Display for ChainSpec {
         match self {
             ChainSpec::Ledger(path) => write!(f, "ledger:{}", path.display()),
             ChainSpec::Ethereum(url) => write!(f, "eth:{url}"),
+            ChainSpec::Offchain => f.write_str("offchain"),
         }
     }
 }
@@ -145,7 +151,48 @@ impl ChainSpec {
             ChainSpec::Ethereum(rest) => {
                 Ok(Arc::new(Ethereum::with_tls(EthSpec::parse(rest)?, tls)?))
             }
+            ChainSpec::Offchain => Ok(Arc::new(Offchain)),
         }
+    }
+
+    pub fn is_offchain(&self) -> bool {
+        matches!(self, ChainSpec::Offchain)
+    }
+}
+
+/// `--chain offchain`: no jobs, no registry, block 0. What needs a chain
+/// says so.
+#[derive(Debug, Clone, Copy)]
+pub struct Offchain;
+
+impl Offchain {
+    fn none<T>() -> Result<T, ChainError> {
+        Err(ChainError::Invalid(
+            "--chain offchain has no chain: jobs, the registry and payments need ledger:PATH or eth:URL".into(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Chain for Offchain {
+    async fn job(&self, _id: u64) -> Result<Option<Job>, ChainError> {
+        Self::none()
+    }
+    async fn service_uri(&self, _address: Address) -> Result<Option<String>, ChainError> {
+        Self::none()
+    }
+    async fn current_block(&self) -> Result<u64, ChainError> {
+        Ok(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChainAdmin for Offchain {
+    async fn create_job(&self, _key: &PrivateKey, _job: NewJob) -> Result<u64, ChainError> {
+        Self::none()
+    }
+    async fn set_service_uri(&self, _key: &PrivateKey, _uri: &str) -> Result<(), ChainError> {
+        Self::none()
     }
 }
 

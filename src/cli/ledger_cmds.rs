@@ -97,6 +97,9 @@ pub(crate) struct RegistryGetArgs {
 pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
     let ChainCommand::Init(args) = command;
     match &args.chain.chain {
+        ChainSpec::Offchain => {
+            anyhow::bail!("--chain offchain has no chain to initialize: run nodes with it as it is")
+        }
         ChainSpec::Ledger(path) => {
             Ledger::init(path.clone(), args.block_seconds)?;
             tracing::info!(path = %path.display(), block_seconds = args.block_seconds, "ledger created");

@@ -132,7 +132,8 @@ impl KeystoreArgs {
 /// `--chain SPEC` and how an HTTPS JSON-RPC endpoint is trusted.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ChainArgs {
-    /// ledger:PATH (embedded) or eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…
+    /// ledger:PATH (embedded), eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…, or
+    /// offchain (no chain: today's wire only, unpaid)
     #[arg(
         long,
         value_name = "SPEC",

@@ -81,13 +81,45 @@ pub(crate) struct UploadArgs {
     stream_retention_seconds: u64,
 }
 
+/// The orchestrator's keystore: required on a chain, unused offchain.
+#[derive(Debug, Args)]
+pub(crate) struct NodeKeystoreArgs {
+    /// Directory holding one V3 keystore file (its key signs credentials
+    /// and results; not needed with --chain offchain).
+    #[arg(long, value_name = "DIR")]
+    keystore: Option<PathBuf>,
+    /// File whose first line is the keystore password (else LPGPU_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl NodeKeystoreArgs {
+    /// The key on a chain; none offchain (a keystore given then is unused).
+    fn unlock(self, chain: &crate::chain::ChainSpec) -> Result<Option<Arc<PrivateKey>>> {
+        if chain.is_offchain() {
+            if self.keystore.is_some() {
+                tracing::info!("--chain offchain: the keystore is not used");
+            }
+            return Ok(None);
+        }
+        let keystore = self
+            .keystore
+            .context("--keystore DIR is needed on a chain (or run with --chain offchain)")?;
+        let key = KeystoreArgs {
+            keystore,
+            password_file: self.password_file,
+        }
+        .unlock()?;
+        Ok(Some(Arc::new(key)))
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     #[command(flatten)]
     listen: ListenArgs,
-    /// The orchestrator's keystore (its key signs credentials and results).
     #[command(flatten)]
-    keystore: KeystoreArgs,
+    keystore: NodeKeystoreArgs,
     /// Transcoder URI to hand out instead of this node's own https://HOSTNAME:PORT.
     #[arg(long, value_name = "URI", conflicts_with = "orch_secret")]
     transcoder_uri: Option<String>,
@@ -115,7 +147,7 @@ pub(crate) struct OrchestratorArgs {
     #[command(flatten)]
     listen: ListenArgs,
     #[command(flatten)]
-    keystore: KeystoreArgs,
+    keystore: NodeKeystoreArgs,
     /// Where broadcasters send segments: the transcoder's https://HOST:PORT
     /// (with --orch-secret: this orchestrator, which relays to its pool).
     #[arg(
@@ -228,6 +260,10 @@ pub(crate) struct DialOutArgs {
     name: Option<String>,
 }
 
+/// go-livepeer's `-maxSessions` default: today's sessions an orchestrator
+/// with a pool keeps open.
+const GO_LIVEPEER_MAX_SESSIONS: usize = 10;
+
 /// What a serving process transcodes with.
 struct Serving {
     uploads: UploadArgs,
@@ -236,13 +272,14 @@ struct Serving {
 
 enum Role {
     Node {
-        key: Arc<PrivateKey>,
+        /// None offchain.
+        key: Option<Arc<PrivateKey>>,
         transcoder_uri: Option<String>,
         pool_secret: Option<zeroize::Zeroizing<String>>,
         segments: Serving,
     },
     Orchestrator {
-        key: Arc<PrivateKey>,
+        key: Option<Arc<PrivateKey>>,
         /// None: this orchestrator's pool serves the segments.
         transcoder_uri: Option<String>,
         pool_secret: Option<zeroize::Zeroizing<String>>,
@@ -277,7 +314,7 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
         .as_deref()
         .map(read_secret)
         .transpose()?;
-    let key = Arc::new(args.keystore.unlock()?);
+    let key = args.keystore.unlock(&args.listen.chain.chain)?;
     run(
         args.listen,
         Role::Node {
@@ -304,7 +341,11 @@ pub(crate) fn run_orchestrator(args: OrchestratorArgs) -> Result<()> {
         .as_deref()
         .map(read_secret)
         .transpose()?;
-    let key = Arc::new(args.keystore.unlock()?);
+    let key = args.keystore.unlock(&args.listen.chain.chain)?;
+    anyhow::ensure!(
+        key.is_some() || pool_secret.is_some(),
+        "an offchain orchestrator relays to remote transcoders: give --orch-secret"
+    );
     run(
         args.listen,
         Role::Orchestrator {
@@ -485,10 +526,22 @@ fn node_config(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let orchestrating = |key: Arc<PrivateKey>, transcoder_uri, pool_secret| NodeConfig {
-        transcoder_uri,
-        pool_secret,
-        ..NodeConfig::orchestrator(own_uri.to_string(), key)
+    let orchestrating = |key: Option<Arc<PrivateKey>>, transcoder_uri, pool_secret| {
+        let base = match key {
+            Some(key) => NodeConfig::orchestrator(own_uri.to_string(), key),
+            // Offchain: today's wire only.
+            None => NodeConfig {
+                v2: false,
+                ..NodeConfig::new(own_uri.to_string(), Address([0; 20]))
+            },
+        };
+        NodeConfig {
+            transcoder_uri,
+            pool_secret,
+            // go-livepeer's -maxSessions default, until --max-sessions says.
+            today_sessions: Some(GO_LIVEPEER_MAX_SESSIONS),
+            ..base
+        }
     };
     let (mut config, uploads, slots) = match role {
         Role::Node {
@@ -535,6 +588,15 @@ fn node_config(
             .unwrap_or_else(|| backend_capacity.unwrap_or(cores));
         config.transcode_timeout = Duration::from_secs(slots.transcode_timeout_seconds);
         config.expose_errors = slots.expose_errors;
+        if config.today_sessions.is_some() {
+            // A node's own backend holds as many sessions as slots; a pool
+            // as many as --max-sessions says, else go-livepeer's default.
+            config.today_sessions = Some(match (slots.max_sessions, &config.pool_secret) {
+                (Some(n), _) => n,
+                (None, None) => config.max_sessions,
+                (None, Some(_)) => GO_LIVEPEER_MAX_SESSIONS,
+            });
+        }
         config.backend = backend;
     }
     config.validate()?;

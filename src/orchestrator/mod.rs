@@ -1,8 +1,11 @@
-//! The orchestrator: `GetTranscoder` verification (the spec's four checks, as
-//! one plain function) and credential minting; [`service`] adapts it to gRPC.
+//! The orchestrator: the 2018 `GetTranscoder` verification (the spec's four
+//! checks, as one plain function) and credential minting; today's wire in
+//! [`today`] (sessions, auth tokens, its `/segment`); [`service`] adapts
+//! both to one gRPC service.
 
 pub mod client;
 pub mod service;
+pub mod today;
 
 use std::collections::HashMap;
 
@@ -10,7 +13,7 @@ use crate::chain::Job;
 use crate::eth::{Address, PrivateKey, Signature, SignatureError};
 use crate::protocol::{AUTH_TYPE_ETH, Profile, mint_credentials, rendition_stream_ids};
 
-pub use service::OrchestratorService;
+pub use service::{OrchestratorGrpc, OrchestratorService};
 
 /// Why a `GetTranscoder` request was refused; each maps to one gRPC code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]

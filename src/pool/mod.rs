@@ -368,6 +368,14 @@ impl Pool {
         }
     }
 
+    /// The broadcaster ended `stream` (today's `EndTranscodingSession`):
+    /// ended as an idle stream is, at once.
+    pub fn end_stream(&self, stream: &StreamKey) {
+        if self.sessions.end(stream, EndReason::Teardown) {
+            self.end_idle_stream(stream);
+        }
+    }
+
     /// The session registry ended `stream` for idleness: unpinned unless a
     /// segment of it is in flight (then it lives on), and its member's
     /// session ends: a teardown for a remote member, the backend's own

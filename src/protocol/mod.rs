@@ -3,7 +3,8 @@
 //! `Livepeer-Segment` and `Credentials` header encodings, and the stable error
 //! codes of `/segment` rejections; and the capabilities of today's
 //! orchestrator ↔ transcoder protocol ([`capabilities`], [`results`],
-//! [`task_deadline`]). No I/O.
+//! [`task_deadline`]); today's broadcaster ↔ orchestrator wire ([`today`]).
+//! No I/O.
 
 pub mod capabilities;
 mod headers;
@@ -12,6 +13,7 @@ mod profiles;
 pub mod rendition;
 pub mod results;
 mod stream_id;
+pub mod today;
 pub mod video_profile;
 
 pub use headers::{

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::{SegmentBody, SegmentCore};
+use crate::metrics::Metrics;
 
 /// How a `/segment` request ended, for the metrics and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,21 @@ pub enum Outcome {
 pub struct Handled {
     pub response: Response,
     pub outcome: Outcome,
+    /// When the response went out before the work was done (today's wire
+    /// answers 200 at once and the result follows in the body): how the
+    /// work ends. `outcome` is then recorded only if this is dropped.
+    pub finished: Option<tokio::sync::oneshot::Receiver<Outcome>>,
+}
+
+impl Handled {
+    /// An answer whose outcome is known.
+    pub fn done(response: Response, outcome: Outcome) -> Self {
+        Self {
+            response,
+            outcome,
+            finished: None,
+        }
+    }
 }
 
 /// One wire generation's `/segment`: plain verification and rendering
@@ -136,7 +152,11 @@ async fn post_segment(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let mut body = SegmentBody::new(body, declared);
-    let Handled { response, outcome } = wire.handle(core, &headers, &mut body).await;
+    let Handled {
+        response,
+        outcome,
+        finished,
+    } = wire.handle(core, &headers, &mut body).await;
     // What is left of a body answered early is read to its end, bounded.
     let limits = core.limits();
     body.drain(
@@ -144,20 +164,32 @@ async fn post_segment(
         limits.request_timeout,
         metrics,
     );
-    match &outcome {
+    let status = response.status().as_u16();
+    let name = wire.name();
+    match finished {
+        None => record(metrics, name, status, &outcome, started),
+        Some(finished) => {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let outcome = finished.await.unwrap_or(outcome);
+                record(&metrics, name, status, &outcome, started);
+            });
+        }
+    }
+    response
+}
+
+/// The metrics and log line of one `/segment` request, once it ended.
+fn record(metrics: &Metrics, wire: &'static str, status: u16, outcome: &Outcome, started: Instant) {
+    match outcome {
         Outcome::Transcoded => metrics.segments.with_label_values(&["ok"]).inc(),
         Outcome::Rejected { code, why } => {
-            tracing::warn!(
-                wire = wire.name(),
-                code,
-                status = response.status().as_u16(),
-                "segment rejected: {why}"
-            );
+            tracing::warn!(wire, code, status, "segment rejected: {why}");
             metrics.rejections.with_label_values(&[code]).inc();
             metrics.segments.with_label_values(&["rejected"]).inc();
         }
         Outcome::Failed { code, why } => {
-            tracing::warn!(wire = wire.name(), code, "transcode failed: {why}");
+            tracing::warn!(wire, code, "transcode failed: {why}");
             metrics.rejections.with_label_values(&[code]).inc();
             metrics.segments.with_label_values(&["failed"]).inc();
         }
@@ -166,5 +198,4 @@ async fn post_segment(
     metrics
         .segment_seconds
         .observe(started.elapsed().as_secs_f64());
-    response
 }

@@ -154,6 +154,19 @@ impl SegmentCore {
         }
     }
 
+    /// The broadcaster ended `stream`: what the backend or the pool keeps
+    /// for it goes now, not after it idles out.
+    pub fn end_stream(&self, stream: &StreamKey) {
+        match &self.engine {
+            Engine::Local(_) => {
+                if let Some(sessions) = &self.sessions {
+                    sessions.end(stream, crate::session::EndReason::Teardown);
+                }
+            }
+            Engine::Pool(pool) => pool.end_stream(stream),
+        }
+    }
+
     /// Ready for segments: not shutting down, and a slot is free.
     pub fn is_ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed) && self.has_room()

@@ -70,6 +70,7 @@ impl V2Wire {
             rejection.public_detail()
         };
         Handled {
+            finished: None,
             response: json_error(rejection.status(), rejection.code(), &detail, None),
             outcome: Outcome::Rejected {
                 code: rejection.code(),
@@ -100,6 +101,7 @@ impl V2Wire {
         };
         let why = error.to_string();
         Handled {
+            finished: None,
             response,
             outcome: if transcoding {
                 Outcome::Failed { code, why }
@@ -212,10 +214,7 @@ impl Wire for V2Wire {
                 }
             }
         };
-        Handled {
-            response,
-            outcome: Outcome::Transcoded,
-        }
+        Handled::done(response, Outcome::Transcoded)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod anvil;
 pub mod netns;
+pub mod today;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -23,10 +23,11 @@ from eth_utils import keccak
 
 def load_stubs(proto_dir):
     out = tempfile.mkdtemp(prefix="lpgpu-interop-")
-    # grpc_tools ships the well-known protos; proto_dir holds net.proto.
+    # grpc_tools ships the well-known protos; proto_dir holds net.proto (and
+    # the files it imports, compiled beside it).
     well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     code = protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", os.path.join(proto_dir, "net.proto")])
+                        f"--grpc_python_out={out}", *sorted(os.path.join(proto_dir, f) for f in os.listdir(proto_dir) if f.endswith(".proto"))])
     if code != 0:
         raise SystemExit(f"protoc failed with {code}")
     sys.path.insert(0, out)
