@@ -44,6 +44,20 @@ impl<'h> Orchestrator<'h> {
 
     fn start_with(world: &World, hosts: &'h Hosts, host: usize, mode: &[&str]) -> Self {
         let keystore = common::keystore(world, "orchestrator", &world.orchestrator, PASSWORD);
+        let chain = format!("ledger:{}", world.ledger_path().display());
+        let mut args = vec!["--keystore".to_string(), keystore.display().to_string()];
+        args.extend(["--chain".to_string(), chain]);
+        Self::spawn(hosts, host, &args, mode)
+    }
+
+    /// `lpgpu orchestrator --chain offchain --orch-secret`: today's wire
+    /// only, no keystore.
+    fn start_offchain(hosts: &'h Hosts, host: usize) -> Self {
+        let args = ["--chain".to_string(), "offchain".to_string()];
+        Self::spawn(hosts, host, &args, &["--orch-secret", SECRET])
+    }
+
+    fn spawn(hosts: &'h Hosts, host: usize, chain: &[String], mode: &[&str]) -> Self {
         let metrics = format!("127.0.0.1:{}", free_port());
         let address = hosts.address(host);
         let mut child = hosts
@@ -55,12 +69,7 @@ impl<'h> Orchestrator<'h> {
                 "--metrics-listen",
                 &metrics,
             ])
-            .arg("--keystore")
-            .arg(&keystore)
-            .args([
-                "--chain",
-                &format!("ledger:{}", world.ledger_path().display()),
-            ])
+            .args(chain)
             .args(mode)
             .env("LPGPU_PASSWORD", PASSWORD)
             .env_remove("LPGPU_CONFIG")
@@ -655,4 +664,94 @@ fn the_status_page_shows_the_pool_in_headless_chromium() {
     if let Some(keep) = std::env::var_os("LPGPU_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+/// Today's wire end to end on the farm: `lpgpu broadcast --orch-addr` (as a
+/// go-livepeer gateway) → `lpgpu orchestrator --chain offchain
+/// --orch-secret` → two `lpgpu transcoder` rigs, each on its own host; one
+/// rig dies mid-stream and every segment of every stream still arrives.
+#[test]
+fn todays_wire_through_an_offchain_pool_loses_no_segment_when_a_rig_dies() {
+    const RIGS: [usize; 2] = [1, 2];
+    const STUDIO: usize = 3;
+    let hosts = Hosts::new(4);
+    println!(
+        "hosts: {}",
+        if hosts.isolated() {
+            "network namespaces"
+        } else {
+            "loopback: namespaces not permitted here"
+        }
+    );
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start_offchain(&hosts, ORCHESTRATOR_HOST);
+    let mut members: Vec<RemoteTranscoder> = RIGS
+        .iter()
+        .map(|&rig| RemoteTranscoder::start(&orchestrator, &hosts, rig, SECRET, 2))
+        .collect();
+    orchestrator.wait_for_members(2);
+    let input = world.dir.path().join("clip.ts");
+    make_clip(&input, 16);
+    let streams: Vec<(PathBuf, Child)> = (0..3)
+        .map(|i| {
+            let out = world.dir.path().join(format!("today-{i}"));
+            let child = hosts
+                .command(STUDIO, env!("CARGO_BIN_EXE_lpgpu"))
+                .args(["broadcast", "--orch-addr", &orchestrator.addr()])
+                .args(["--profiles", PROFILES, "--input"])
+                .arg(&input)
+                .arg("--out")
+                .arg(&out)
+                .env_remove("LPGPU_CONFIG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            (out, child)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        if series(
+            &orchestrator.metrics(),
+            "lpgpu_pool_tasks_total{result=\"ok\"}",
+        ) >= 3
+            && let Some(i) = members.iter().position(|m| m.tasks_in_flight() > 0)
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no member got to work");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut dead = members.remove(victim);
+    let pid = dead.process.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    dead.process.0.kill().unwrap();
+    dead.process.0.wait().unwrap();
+    for (out, child) in streams {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(stdout.contains("8 segments, 0 failed"), "{stdout}");
+        check_renditions(&out, 8);
+    }
+    let metrics = orchestrator.metrics();
+    assert_eq!(series(&metrics, "lpgpu_pool_members "), 1, "{metrics}");
+    assert!(
+        series(&metrics, "lpgpu_get_orchestrator_total{result=\"ok\"}") >= 3,
+        "{metrics}"
+    );
+    assert!(series(&metrics, "lpgpu_pool_tasks_total{result=\"ok\"}") >= 24);
+    assert!(
+        series(&metrics, "lpgpu_pool_retries_total ") >= 1,
+        "{metrics}"
+    );
+    drop(members);
 }

@@ -9,6 +9,7 @@
 
 pub mod hls;
 pub mod player;
+pub mod today;
 pub mod upload;
 
 use std::collections::VecDeque;
@@ -132,6 +133,30 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// What takes a stream's segments to transcoding, one generation each: the
+/// 2018 job's transcoder ([`Broadcaster`]) or today's orchestrators
+/// ([`today::TodayBroadcaster`]). [`broadcast`] drives either and writes the
+/// same HLS ladder.
+#[async_trait::async_trait]
+pub trait Uploader: Send + Sync + 'static {
+    /// The renditions asked for, in the order answers carry them.
+    fn profiles(&self) -> &[Profile];
+    /// The master playlist's name (without `.m3u8`).
+    fn stream_name(&self) -> String;
+    /// A rendition's playlist and segment file prefix.
+    fn rendition_name(&self, profile: &Profile) -> String;
+    fn options(&self) -> &BroadcastOptions;
+    /// Sends one segment (with retries); its renditions in profile order,
+    /// and the attempts made.
+    async fn upload(
+        &self,
+        seq: u64,
+        segment: &Segment,
+    ) -> (u32, Result<Vec<Bytes>, SegmentFailure>);
+    /// The input is over: what the stream holds open elsewhere can go.
+    async fn finish(&self) {}
+}
+
 /// An upload task's outcome, with the segment it was for.
 #[derive(Debug)]
 struct Delivered {
@@ -253,16 +278,49 @@ impl Broadcaster {
         &self.job
     }
 
-    pub fn profiles(&self) -> &[Profile] {
+    fn renditions(&self, answer: &upload::Answer) -> Result<Vec<Bytes>, SegmentFailure> {
+        let content_type = answer
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let parts = parse_multipart(content_type, &answer.body)
+            .map_err(|e| SegmentFailure(format!("bad answer: {e}")))?;
+        if parts.len() != self.profiles.len()
+            || parts
+                .iter()
+                .zip(&self.profiles)
+                .any(|((n, _), p)| n != p.name)
+        {
+            let names: Vec<_> = parts.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(SegmentFailure(format!(
+                "the renditions {names:?} are not the job's profiles"
+            )));
+        }
+        Ok(parts.into_iter().map(|(_, data)| data).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Uploader for Broadcaster {
+    fn profiles(&self) -> &[Profile] {
         &self.profiles
     }
 
-    fn rendition_stream_id(&self, profile: &Profile) -> String {
+    fn stream_name(&self) -> String {
+        self.manifest.to_string()
+    }
+
+    fn rendition_name(&self, profile: &Profile) -> String {
         self.manifest.stream_id(profile)
     }
 
+    fn options(&self) -> &BroadcastOptions {
+        &self.options
+    }
+
     /// Uploads one segment with retries; returns the renditions in job order.
-    pub async fn upload(
+    async fn upload(
         &self,
         seq: u64,
         segment: &Segment,
@@ -374,28 +432,6 @@ impl Broadcaster {
             tokio::time::sleep(backoff).await;
         }
     }
-
-    fn renditions(&self, answer: &upload::Answer) -> Result<Vec<Bytes>, SegmentFailure> {
-        let content_type = answer
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let parts = parse_multipart(content_type, &answer.body)
-            .map_err(|e| SegmentFailure(format!("bad answer: {e}")))?;
-        if parts.len() != self.profiles.len()
-            || parts
-                .iter()
-                .zip(&self.profiles)
-                .any(|((n, _), p)| n != p.name)
-        {
-            let names: Vec<_> = parts.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(SegmentFailure(format!(
-                "the renditions {names:?} are not the job's profiles"
-            )));
-        }
-        Ok(parts.into_iter().map(|(_, data)| data).collect())
-    }
 }
 
 fn error_code(body: &Bytes) -> String {
@@ -431,7 +467,7 @@ async fn write_file(path: PathBuf, data: impl AsRef<[u8]>) -> Result<(), Broadca
 
 /// The HLS ladder being written, and the tally.
 struct Ladder<'a> {
-    broadcaster: &'a Broadcaster,
+    broadcaster: &'a dyn Uploader,
     out: &'a Path,
     master_path: PathBuf,
     master_written: bool,
@@ -443,22 +479,20 @@ struct Ladder<'a> {
 
 impl Ladder<'_> {
     fn playlist_path(&self, profile: &Profile) -> PathBuf {
-        self.out.join(format!(
-            "{}.m3u8",
-            self.broadcaster.rendition_stream_id(profile)
-        ))
+        self.out
+            .join(format!("{}.m3u8", self.broadcaster.rendition_name(profile)))
     }
 
     async fn write_master(&mut self, segment: &Segment) -> Result<(), BroadcastError> {
         let (w, h, sar) = segment.picture;
         let variants: Vec<Variant> = self
             .broadcaster
-            .profiles
+            .profiles()
             .iter()
             .map(|p| {
                 let (width, height) = output_size(w, h, sar, p.width, p.height);
                 let bandwidth = p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
-                let stream_id = self.broadcaster.rendition_stream_id(p);
+                let stream_id = self.broadcaster.rendition_name(p);
                 Variant {
                     stream_id,
                     bandwidth,
@@ -536,7 +570,7 @@ impl Ladder<'_> {
     }
 
     async fn write_playlists(&self) -> Result<(), BroadcastError> {
-        for (playlist, profile) in self.playlists.iter().zip(&self.broadcaster.profiles) {
+        for (playlist, profile) in self.playlists.iter().zip(self.broadcaster.profiles()) {
             write_file(self.playlist_path(profile), playlist.render()).await?;
         }
         self.write_player().await
@@ -550,7 +584,7 @@ impl Ladder<'_> {
         let renditions: Vec<player::PlayerRendition> = self
             .variants
             .iter()
-            .zip(&self.broadcaster.profiles)
+            .zip(self.broadcaster.profiles())
             .zip(&self.playlists)
             .map(|((variant, profile), playlist)| player::PlayerRendition {
                 name: profile.name.to_string(),
@@ -593,7 +627,7 @@ pub fn segments_from(list: Vec<Segment>) -> tokio::sync::mpsc::Receiver<Segment>
 /// writes the HLS ladder into `out` in order. `on_segment` sees each report
 /// in order. The input ends when the channel closes.
 pub async fn broadcast(
-    broadcaster: Arc<Broadcaster>,
+    broadcaster: Arc<dyn Uploader>,
     mut segments: tokio::sync::mpsc::Receiver<Segment>,
     out: &Path,
     mut on_segment: impl FnMut(&SegmentReport),
@@ -605,21 +639,20 @@ pub async fn broadcast(
             path: out.to_path_buf(),
             source,
         })?;
-    let manifest = broadcaster.manifest;
-    let master_path = out.join(format!("{manifest}.m3u8"));
+    let master_path = out.join(format!("{}.m3u8", broadcaster.stream_name()));
     let mut ladder = Ladder {
-        broadcaster: &broadcaster,
+        broadcaster: broadcaster.as_ref(),
         out,
         master_path: master_path.clone(),
         master_written: false,
         variants: Vec::new(),
         playlists: broadcaster
-            .profiles
+            .profiles()
             .iter()
             .map(|p| {
                 MediaPlaylist::new(
-                    &broadcaster.rendition_stream_id(p),
-                    broadcaster.options.live_window,
+                    &broadcaster.rendition_name(p),
+                    broadcaster.options().live_window,
                 )
             })
             .collect(),
@@ -660,7 +693,7 @@ pub async fn broadcast(
             BroadcastError::Upload(UploadError::Request(format!("an upload task failed: {e}")))
         })
     };
-    let max_in_flight = broadcaster.options.max_in_flight.max(1);
+    let max_in_flight = broadcaster.options().max_in_flight.max(1);
     let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
     let mut next_seq = 0u64;
     let mut input_open = true;
@@ -701,6 +734,7 @@ pub async fn broadcast(
         playlist.end();
     }
     ladder.write_playlists().await?;
+    broadcaster.finish().await;
     let mut summary = ladder.summary;
     summary.wall_seconds = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -55,6 +55,14 @@ impl TranscoderConnection {
         })
     }
 
+    /// A connection for today's wire: any certificate accepted, as
+    /// go-livepeer's broadcaster accepts an orchestrator's.
+    pub fn any_certificate(transcoder_uri: &str) -> Result<Self, UploadError> {
+        let mut connection = Self::new(transcoder_uri)?;
+        connection.target = connection.target.any_certificate();
+        Ok(connection)
+    }
+
     pub fn uri(&self) -> &str {
         &self.uri
     }

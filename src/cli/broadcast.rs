@@ -7,21 +7,23 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{ChainArgs, KeystoreArgs, runtime};
+use super::{ChainArgs, OptionalKeystoreArgs, runtime};
+use crate::broadcaster::today::{TodayBroadcaster, parse_orch_addrs};
 use crate::broadcaster::{
-    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, broadcast, segments_from,
+    BroadcastOptions, Broadcaster, OrchestratorTarget, SegmentReport, Uploader, broadcast,
+    segments_from,
 };
 use crate::eth::Address;
 use crate::pipeline::segmenter::{Segment, segment_file, segment_reader};
 
 #[derive(Debug, Args)]
 pub(crate) struct BroadcastArgs {
-    /// The job to broadcast.
-    #[arg(long, value_name = "ID")]
-    job: u64,
-    /// The broadcaster's keystore (the job's broadcaster).
+    /// The 2018 job to broadcast (with --orchestrator or --orchestrator-address).
+    #[arg(long, value_name = "ID", required_unless_present = "orch_addr")]
+    job: Option<u64>,
+    /// The broadcaster's keystore (the 2018 job's broadcaster).
     #[command(flatten)]
-    keystore: KeystoreArgs,
+    keystore: OptionalKeystoreArgs,
     #[command(flatten)]
     chain: ChainArgs,
     /// The orchestrator's https://HOST:PORT.
@@ -30,6 +32,19 @@ pub(crate) struct BroadcastArgs {
     /// The orchestrator's address, looked up in the chain's service registry.
     #[arg(long, value_name = "0x…")]
     orchestrator_address: Option<Address>,
+    /// Today's wire, as a go-livepeer gateway's -orchAddr: orchestrators
+    /// HOST[:PORT] (port 8935 by default), comma-separated; offchain, no job
+    /// and no keystore.
+    #[arg(long, value_name = "HOST:PORT[,…]", conflicts_with_all = ["job", "orchestrator", "orchestrator_address"])]
+    orch_addr: Option<String>,
+    /// The renditions, with --orch-addr (go-livepeer's default ladder).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "P240p30fps16x9,P360p30fps16x9",
+        requires = "orch_addr"
+    )]
+    profiles: String,
     /// MPEG-TS, MP4 or MKV file (cut at keyframes by remuxing), an m3u8 playlist
     /// of segments, or - for a live MPEG-TS on standard input.
     #[arg(long, value_name = "FILE")]
@@ -99,13 +114,52 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
         (1..=16).contains(&args.max_in_flight),
         "--max-in-flight must be between 1 and 16"
     );
-    let target = match (args.orchestrator, args.orchestrator_address) {
-        (Some(uri), None) => OrchestratorTarget::Uri(crate::chain::validate_service_uri(&uri)?),
-        (None, Some(address)) => OrchestratorTarget::Address(address),
-        _ => bail!("give --orchestrator https://HOST:PORT or --orchestrator-address 0x…"),
+    // Which wire: today's (--orch-addr), or the 2018 job's.
+    enum Wire {
+        Today(Vec<String>, Vec<crate::protocol::Profile>),
+        V2 {
+            job: u64,
+            target: OrchestratorTarget,
+            key: Arc<crate::eth::PrivateKey>,
+            chain: Arc<dyn crate::chain::ChainAdmin>,
+        },
+    }
+    let wire = match (args.orch_addr.as_deref(), args.job) {
+        (Some(list), _) => {
+            let orchestrators = parse_orch_addrs(list).map_err(anyhow::Error::msg)?;
+            let profiles = crate::protocol::parse_profile_list(&args.profiles)
+                .with_context(|| format!("--profiles {:?}", args.profiles))?;
+            anyhow::ensure!(!profiles.is_empty(), "--profiles names no rendition");
+            Wire::Today(orchestrators, profiles)
+        }
+        (None, Some(job)) => {
+            let target = match (args.orchestrator, args.orchestrator_address) {
+                (Some(uri), None) => {
+                    OrchestratorTarget::Uri(crate::chain::validate_service_uri(&uri)?)
+                }
+                (None, Some(address)) => OrchestratorTarget::Address(address),
+                _ => bail!(
+                    "give --orchestrator https://HOST:PORT or --orchestrator-address 0x… (or --orch-addr for today's wire)"
+                ),
+            };
+            anyhow::ensure!(
+                !args.chain.chain.is_offchain(),
+                "a 2018 job lives on a chain: give --chain ledger:PATH or eth:URL (or --orch-addr for today's wire)"
+            );
+            let key = args
+                .keystore
+                .unlock(&args.chain.chain)?
+                .context("the 2018 job's broadcaster signs its segments: give --keystore DIR")?;
+            let chain = args.chain.open()?;
+            Wire::V2 {
+                job,
+                target,
+                key,
+                chain,
+            }
+        }
+        (None, None) => bail!("give --job ID (2018) or --orch-addr HOST:PORT (today's wire)"),
     };
-    let key = Arc::new(args.keystore.unlock()?);
-    let chain = args.chain.open()?;
     let live = args.input.as_os_str() == "-";
     let is_playlist = args
         .input
@@ -146,8 +200,17 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     };
     let terminal = std::io::stderr().is_terminal();
     let summary = runtime()?.block_on(async {
-        let broadcaster =
-            Broadcaster::connect(chain.as_ref(), args.job, key, target, options).await?;
+        let broadcaster: Arc<dyn Uploader> = match wire {
+            Wire::Today(orchestrators, profiles) => {
+                Arc::new(TodayBroadcaster::new(orchestrators, profiles, options))
+            }
+            Wire::V2 {
+                job,
+                target,
+                key,
+                chain,
+            } => Arc::new(Broadcaster::connect(chain.as_ref(), job, key, target, options).await?),
+        };
         let started = std::time::Instant::now();
         let on_segment = |report: &SegmentReport| {
             let outcome = match &report.result {
@@ -172,7 +235,7 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
                 );
             }
         };
-        let summary = broadcast(Arc::new(broadcaster), segments, &args.out, on_segment).await?;
+        let summary = broadcast(broadcaster, segments, &args.out, on_segment).await?;
         anyhow::Ok(summary)
     })?;
     if terminal {

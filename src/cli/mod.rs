@@ -130,6 +130,43 @@ impl KeystoreArgs {
 }
 
 /// `--chain SPEC` and how an HTTPS JSON-RPC endpoint is trusted.
+/// A keystore needed on a chain and unused offchain (nodes, and the
+/// broadcaster of today's wire).
+#[derive(Debug, Args)]
+pub(crate) struct OptionalKeystoreArgs {
+    /// Directory holding one V3 keystore file (not needed with --chain
+    /// offchain).
+    #[arg(long, value_name = "DIR")]
+    keystore: Option<PathBuf>,
+    /// File whose first line is the keystore password (else LPGPU_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl OptionalKeystoreArgs {
+    /// The key on a chain; none offchain (a keystore given then is unused).
+    pub(crate) fn unlock(
+        self,
+        chain: &crate::chain::ChainSpec,
+    ) -> Result<Option<std::sync::Arc<crate::eth::PrivateKey>>> {
+        if chain.is_offchain() {
+            if self.keystore.is_some() {
+                tracing::info!("--chain offchain: the keystore is not used");
+            }
+            return Ok(None);
+        }
+        let keystore = self
+            .keystore
+            .context("--keystore DIR is needed on a chain (or run with --chain offchain)")?;
+        let key = KeystoreArgs {
+            keystore,
+            password_file: self.password_file,
+        }
+        .unlock()?;
+        Ok(Some(std::sync::Arc::new(key)))
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ChainArgs {
     /// ledger:PATH (embedded), eth:http(s)://HOST:PORT?jobs=0x…&registry=0x…, or

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::transcode::PipelineArgs;
-use super::{ChainArgs, KeystoreArgs, runtime};
+use super::{ChainArgs, KeystoreArgs, OptionalKeystoreArgs, runtime};
 use crate::chain::validate_service_uri;
 use crate::eth::{Address, PrivateKey};
 use crate::metrics::Metrics;
@@ -81,45 +81,12 @@ pub(crate) struct UploadArgs {
     stream_retention_seconds: u64,
 }
 
-/// The orchestrator's keystore: required on a chain, unused offchain.
-#[derive(Debug, Args)]
-pub(crate) struct NodeKeystoreArgs {
-    /// Directory holding one V3 keystore file (its key signs credentials
-    /// and results; not needed with --chain offchain).
-    #[arg(long, value_name = "DIR")]
-    keystore: Option<PathBuf>,
-    /// File whose first line is the keystore password (else LPGPU_PASSWORD).
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-}
-
-impl NodeKeystoreArgs {
-    /// The key on a chain; none offchain (a keystore given then is unused).
-    fn unlock(self, chain: &crate::chain::ChainSpec) -> Result<Option<Arc<PrivateKey>>> {
-        if chain.is_offchain() {
-            if self.keystore.is_some() {
-                tracing::info!("--chain offchain: the keystore is not used");
-            }
-            return Ok(None);
-        }
-        let keystore = self
-            .keystore
-            .context("--keystore DIR is needed on a chain (or run with --chain offchain)")?;
-        let key = KeystoreArgs {
-            keystore,
-            password_file: self.password_file,
-        }
-        .unlock()?;
-        Ok(Some(Arc::new(key)))
-    }
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     #[command(flatten)]
     listen: ListenArgs,
     #[command(flatten)]
-    keystore: NodeKeystoreArgs,
+    keystore: OptionalKeystoreArgs,
     /// Transcoder URI to hand out instead of this node's own https://HOSTNAME:PORT.
     #[arg(long, value_name = "URI", conflicts_with = "orch_secret")]
     transcoder_uri: Option<String>,
@@ -147,7 +114,7 @@ pub(crate) struct OrchestratorArgs {
     #[command(flatten)]
     listen: ListenArgs,
     #[command(flatten)]
-    keystore: NodeKeystoreArgs,
+    keystore: OptionalKeystoreArgs,
     /// Where broadcasters send segments: the transcoder's https://HOST:PORT
     /// (with --orch-secret: this orchestrator, which relays to its pool).
     #[arg(

@@ -23,6 +23,14 @@ pub enum ConnectError {
 pub async fn connect(service_uri: &str) -> Result<OrchestratorClient<Channel>, ConnectError> {
     let target = DialTarget::parse(service_uri)
         .ok_or_else(|| ConnectError::BadUri(service_uri.to_string()))?;
+    connect_to(service_uri, target).await
+}
+
+/// Connects to `target` (named `service_uri` in errors).
+pub async fn connect_to(
+    service_uri: &str,
+    target: DialTarget,
+) -> Result<OrchestratorClient<Channel>, ConnectError> {
     let authority = target.authority.clone();
     let connector = tower::service_fn(move |_: http::Uri| {
         let target = target.clone();

@@ -257,6 +257,20 @@ pub fn probe_segment(segment: Bytes) -> Result<SegmentFacts, TranscodeError> {
     })
 }
 
+/// A rendition's video as a broadcaster checks it: pictures (one per packet
+/// of the video stream), width and height.
+pub fn count_video_frames(rendition: Bytes) -> Result<(u64, u32, u32), TranscodeError> {
+    let facts = probe_segment(rendition.clone())?;
+    let mut source = SourceSegment::open(rendition)?;
+    let video = source.video_index;
+    let frames = source
+        .input
+        .packets()
+        .filter(|(stream, _)| stream.index() == video)
+        .count() as u64;
+    Ok((frames, facts.width, facts.height))
+}
+
 /// A segment opened for reading: its video stream's facts and, once the
 /// packets are read, its audio.
 pub(super) struct SourceSegment {
