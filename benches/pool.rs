@@ -13,6 +13,10 @@
 //!    second, the orchestrator's own CPU (from /proc) per relayed segment,
 //!    latency p50/p95, and the bytes through it per segment (the source in,
 //!    out to the member, the renditions back, the answer out).
+//! 3. The same relay on today's wire, against the same orchestrator (it
+//!    serves both generations): a session per stream, the early 200 and the
+//!    `TranscodeResult`, the renditions fetched from `/stream/…`; and the
+//!    ratio of the orchestrator's CPU per MB, today's over 2018's.
 //!
 //! Under `cargo test` (no `--bench`), a one-second run checks that it works.
 
@@ -130,11 +134,19 @@ struct Relay {
     seconds: f64,
     orchestrator_cpu: f64,
     latencies: Vec<f64>,
-    segment_bytes: usize,
-    answer_bytes: usize,
+    /// Bytes through the orchestrator per segment.
+    through: usize,
 }
 
-async fn relay(seconds: f64) -> Relay {
+/// One orchestrator serving both wire generations, with its echo members.
+struct Farm {
+    world: Arc<common::World>,
+    orchestrator: Killed,
+    _members: Vec<Killed>,
+    port: u16,
+}
+
+async fn farm() -> Farm {
     let world = common::World::new(1.0);
     let keystore = common::keystore(&world, "orchestrator", &world.orchestrator, "pw");
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -163,7 +175,7 @@ async fn relay(seconds: f64) -> Relay {
         .and_then(|p| p.parse().ok())
         .expect("the orchestrator's port");
     let orchestrator = Killed(child);
-    let _members: Vec<Killed> = (0..MEMBERS)
+    let members: Vec<Killed> = (0..MEMBERS)
         .map(|_| {
             let mut member = Command::new(release_binary())
                 .args(["transcoder", "--backend", "echo", "--max-sessions", "8"])
@@ -186,9 +198,19 @@ async fn relay(seconds: f64) -> Relay {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    Farm {
+        world: Arc::new(world),
+        orchestrator,
+        _members: members,
+        port,
+    }
+}
+
+/// The 2018 wire: signed segments with credentials, multipart answers.
+async fn relay_v2(farm: &Farm, seconds: f64) -> Relay {
+    let (world, orchestrator, port) = (&farm.world, &farm.orchestrator, farm.port);
     let segment = Bytes::from(std::fs::read(common::clip("h264_720p.ts")).unwrap());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let world = Arc::new(world);
     let cpu_before = cpu_seconds(orchestrator.0.id());
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
@@ -247,8 +269,118 @@ async fn relay(seconds: f64) -> Relay {
         seconds: elapsed,
         orchestrator_cpu: cpu,
         latencies,
-        segment_bytes: segment.len(),
-        answer_bytes,
+        // The source in and out to the member, the renditions back from the
+        // member and out to the broadcaster.
+        through: 2 * segment.len() + 2 * answer_bytes,
+    }
+}
+
+/// Today's wire, offchain: a session per stream (`GetOrchestrator`), the
+/// early 200 and the `TranscodeResult`, then the renditions fetched from
+/// `/stream/…` as a gateway does.
+async fn relay_today(farm: &Farm, seconds: f64) -> Relay {
+    use lpgpu::proto::{
+        OrchestratorRequest, SegmentTranscodeResult, TaskSegData, segment_transcode_result,
+    };
+    use prost::Message;
+    let (orchestrator, port) = (&farm.orchestrator, farm.port);
+    let segment = Bytes::from(std::fs::read(common::clip("h264_720p.ts")).unwrap());
+    let hash = keccak256(&segment);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let profiles: Vec<lpgpu::proto::VideoProfile> = lpgpu::protocol::parse_profile_list(PROFILES)
+        .unwrap()
+        .into_iter()
+        .map(|p| lpgpu::protocol::video_profile::to_video_profile(&p.into()))
+        .collect();
+    let cpu_before = cpu_seconds(orchestrator.0.id());
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let profiles = profiles.clone();
+        let segment = segment.clone();
+        streams.push(tokio::spawn(async move {
+            let mut client =
+                lpgpu::orchestrator::client::connect(&format!("https://localhost:{port}"))
+                    .await
+                    .unwrap();
+            let info = client
+                .get_orchestrator(OrchestratorRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let token = info.auth_token.unwrap();
+            let mut sender = connect(addr).await;
+            let mut latencies = Vec::new();
+            let mut answer_bytes = 0;
+            let mut seq = 0i64;
+            while Instant::now() < until {
+                let header = TaskSegData {
+                    manifest_id: b"bench".to_vec(),
+                    seq,
+                    hash: hash.to_vec(),
+                    duration: 2000,
+                    auth_token: Some(token.clone()),
+                    full_profiles: profiles.clone(),
+                    ..Default::default()
+                };
+                use base64::Engine as _;
+                let header =
+                    base64::engine::general_purpose::STANDARD.encode(header.encode_to_vec());
+                let request = http::Request::post("https://localhost/segment")
+                    .header("livepeer-segment", header)
+                    .header("livepeer-payment", "")
+                    .header("content-type", "video/MP2T")
+                    .body(Full::new(segment.clone()))
+                    .unwrap();
+                let sent = Instant::now();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let result = SegmentTranscodeResult::decode(body.as_ref()).unwrap();
+                let Some(segment_transcode_result::Result::Data(data)) = result.result else {
+                    panic!("{result:?}");
+                };
+                let mut renditions = 0;
+                for rendition in &data.segments {
+                    let path = rendition.url.split_once("/stream/").unwrap().1;
+                    let request = http::Request::get(format!("https://localhost/stream/{path}"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let response = sender.send_request(request).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    renditions += response
+                        .into_body()
+                        .collect()
+                        .await
+                        .unwrap()
+                        .to_bytes()
+                        .len();
+                }
+                latencies.push(sent.elapsed().as_secs_f64());
+                answer_bytes = renditions;
+                seq += 1;
+            }
+            (latencies, answer_bytes)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut answer_bytes = 0;
+    for stream in streams {
+        let (mut l, bytes) = stream.await.unwrap();
+        latencies.append(&mut l);
+        answer_bytes = bytes;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(orchestrator.0.id()) - cpu_before;
+    latencies.sort_by(f64::total_cmp);
+    Relay {
+        segments: latencies.len(),
+        seconds: elapsed,
+        orchestrator_cpu: cpu,
+        latencies,
+        through: 2 * segment.len() + 2 * answer_bytes,
     }
 }
 
@@ -294,28 +426,42 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let relay = runtime.block_on(relay(seconds));
+    let farm = runtime.block_on(farm());
+    let v2 = runtime.block_on(relay_v2(&farm, seconds));
+    report("2018 wire (v2, multipart answers)", &v2);
+    let today = runtime.block_on(relay_today(&farm, seconds));
+    report(
+        "today's wire (offchain, TranscodeResult + GET /stream)",
+        &today,
+    );
+    let per_mb =
+        |r: &Relay| r.orchestrator_cpu / r.segments.max(1) as f64 / (r.through as f64 / 1e6);
+    if per_mb(&v2) > 0.0 {
+        println!(
+            "today's wire / 2018 wire, orchestrator CPU per MB: {:.2}",
+            per_mb(&today) / per_mb(&v2)
+        );
+    }
+}
+
+fn report(wire: &str, relay: &Relay) {
     let rate = relay.segments as f64 / relay.seconds;
     let cpu_per_segment = relay.orchestrator_cpu / relay.segments.max(1) as f64;
-    // Source in from the broadcaster and out to the member, the renditions
-    // back from the member and out to the broadcaster.
-    let through = 2 * relay.segment_bytes + 2 * relay.answer_bytes;
     println!(
-        "relay: {STREAMS} streams, {MEMBERS} echo members, {:.1} s: {} segments, {rate:.1} segments/s",
+        "relay, {wire}: {STREAMS} streams, {MEMBERS} echo members, {:.1} s: {} segments, {rate:.1} segments/s",
         relay.seconds, relay.segments
     );
     println!(
-        "  orchestrator CPU: {:.2} ms per relayed segment ({:.0} % of one core)",
+        "  orchestrator CPU: {:.2} ms per relayed segment ({:.0} % of one core), {:.2} ms per MB through it",
         cpu_per_segment * 1e3,
-        100.0 * relay.orchestrator_cpu / relay.seconds
+        100.0 * relay.orchestrator_cpu / relay.seconds,
+        cpu_per_segment * 1e3 / (relay.through as f64 / 1e6)
     );
     println!(
-        "  latency p50 {:.1} ms, p95 {:.1} ms; {} bytes through the orchestrator per segment ({} in, {} answer)",
+        "  latency p50 {:.1} ms, p95 {:.1} ms; {} bytes through the orchestrator per segment",
         percentile(&relay.latencies, 0.5) * 1e3,
         percentile(&relay.latencies, 0.95) * 1e3,
-        through,
-        relay.segment_bytes,
-        relay.answer_bytes
+        relay.through,
     );
     if cpu_per_segment > 0.0 {
         println!(

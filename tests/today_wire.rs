@@ -107,3 +107,28 @@ except grpc.RpcError as e:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn lpgpu_bench_measures_a_remote_orchestrator_on_todays_wire() {
+    let (_node, port) = offchain_node("2");
+    let output = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["bench", "--orch-addr", &format!("127.0.0.1:{port}")])
+        .arg("--input")
+        .arg(common::clip("h264_360p_6s.ts"))
+        .args(["--profiles", "P240p30fps16x9,P144p30fps16x9"])
+        .args(["--segments", "3", "--concurrency", "2", "--json"])
+        .env_remove("LPGPU_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["segments"], 6, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["realtime_ratio"].as_f64().unwrap() > 0.0);
+    assert!(report["p95_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
+}

@@ -58,6 +58,10 @@ pub(crate) struct BenchArgs {
     /// (in a sweep: at every step, drawn with --plot).
     #[arg(long, value_enum, value_name = "TOOL")]
     baseline: Option<BaselineTool>,
+    /// Measure a remote orchestrator on today's wire instead (as a
+    /// go-livepeer gateway with -orchAddr): HOST[:PORT], comma-separated.
+    #[arg(long, value_name = "HOST:PORT[,…]", conflicts_with_all = ["baseline", "plot", "csv"])]
+    orch_addr: Option<String>,
     /// With --concurrency A..B: draw the real-time ratio against sessions,
     /// the 0.8 line and the chosen count, to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
@@ -72,6 +76,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         args.segment_seconds.is_finite() && (0.5..=60.0).contains(&args.segment_seconds),
         "--segment-seconds must be between 0.5 and 60"
     );
+    if let Some(list) = &args.orch_addr {
+        return run_remote_bench(&args, list);
+    }
     let settings = args.pipeline.settings()?;
     let config = BenchConfig {
         input: args.input.clone(),
@@ -250,5 +257,37 @@ fn sweep(
             println!("plot: {}", path.display());
         }
     }
+    Ok(())
+}
+
+/// `--orch-addr`: the same workload through a remote orchestrator.
+fn run_remote_bench(args: &BenchArgs, list: &str) -> Result<()> {
+    anyhow::ensure!(
+        args.concurrency.from == args.concurrency.to,
+        "--orch-addr takes one --concurrency N"
+    );
+    let orchestrators =
+        crate::broadcaster::today::parse_orch_addrs(list).map_err(anyhow::Error::msg)?;
+    let profiles = parse_profile_list(&args.profiles)?;
+    let segments = load_segments(&args.input, args.segment_seconds)?;
+    anyhow::ensure!(
+        !segments.is_empty(),
+        "{} has no segment",
+        args.input.display()
+    );
+    let report = super::runtime()?.block_on(crate::bench::remote::run_remote(
+        orchestrators,
+        profiles,
+        std::sync::Arc::new(segments),
+        args.concurrency.from,
+        args.segments,
+        args.live,
+    ));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    anyhow::ensure!(report.failed == 0, "{} segments failed", report.failed);
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! `Livepeer-Payment` and `Livepeer-Segment` headers, and the orchestrator's
 //! checks 1–9 in go-livepeer's order, each refusal with go-livepeer's exact
 //! status and body. No I/O: keys, the clock and the capabilities come from
-//! the caller. The 2018 wire's counterparts are [`super::headers`].
+//! the caller. The 2018 wire's counterparts are in `protocol/headers.rs`.
 
 use std::time::Duration;
 

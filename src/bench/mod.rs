@@ -6,6 +6,9 @@
 //! The real-time ratio follows livepeer_bench: wall time ÷ the source duration
 //! one session covered (sessions run side by side); at or below 1 every
 //! session keeps up with live video. Livepeer sizes rigs at ≤ 0.8.
+//! [`remote`] measures a remote orchestrator on today's wire the same way.
+
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,7 +124,7 @@ pub fn machine() -> Machine {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
