@@ -134,6 +134,9 @@ struct Relay {
     seconds: f64,
     orchestrator_cpu: f64,
     latencies: Vec<f64>,
+    /// Today's wire: from the request to the 200 (the gateway gives up
+    /// after max(2 s, 0.5 × duration)); empty for the 2018 wire.
+    to_200: Vec<f64>,
     /// Bytes through the orchestrator per segment.
     through: usize,
 }
@@ -146,19 +149,26 @@ struct Farm {
     port: u16,
 }
 
-async fn farm() -> Farm {
+/// A farm on the embedded ledger (both generations; results signed), or
+/// offchain (today's wire only, unsigned).
+async fn farm(offchain: bool) -> Farm {
     let world = common::World::new(1.0);
     let keystore = common::keystore(&world, "orchestrator", &world.orchestrator, "pw");
     let metrics = format!("127.0.0.1:{}", free_port());
+    let chain = if offchain {
+        vec!["--chain".to_string(), "offchain".to_string()]
+    } else {
+        vec![
+            "--keystore".to_string(),
+            keystore.display().to_string(),
+            "--chain".to_string(),
+            format!("ledger:{}", world.ledger_path().display()),
+        ]
+    };
     let mut child = Command::new(release_binary())
         .args(["orchestrator", "--hostname", "localhost"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", &metrics])
-        .arg("--keystore")
-        .arg(&keystore)
-        .args([
-            "--chain",
-            &format!("ledger:{}", world.ledger_path().display()),
-        ])
+        .args(&chain)
         .args(["--orch-secret", SECRET])
         .env("LPGPU_PASSWORD", "pw")
         .env("RUST_LOG", "warn")
@@ -269,6 +279,7 @@ async fn relay_v2(farm: &Farm, seconds: f64) -> Relay {
         seconds: elapsed,
         orchestrator_cpu: cpu,
         latencies,
+        to_200: Vec::new(),
         // The source in and out to the member, the renditions back from the
         // member and out to the broadcaster.
         through: 2 * segment.len() + 2 * answer_bytes,
@@ -312,6 +323,7 @@ async fn relay_today(farm: &Farm, seconds: f64) -> Relay {
             let token = info.auth_token.unwrap();
             let mut sender = connect(addr).await;
             let mut latencies = Vec::new();
+            let mut to_200 = Vec::new();
             let mut answer_bytes = 0;
             let mut seq = 0i64;
             while Instant::now() < until {
@@ -335,6 +347,7 @@ async fn relay_today(farm: &Farm, seconds: f64) -> Relay {
                     .unwrap();
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.unwrap();
+                to_200.push(sent.elapsed().as_secs_f64());
                 let status = response.status();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -362,24 +375,28 @@ async fn relay_today(farm: &Farm, seconds: f64) -> Relay {
                 answer_bytes = renditions;
                 seq += 1;
             }
-            (latencies, answer_bytes)
+            (latencies, to_200, answer_bytes)
         }));
     }
     let mut latencies = Vec::new();
+    let mut to_200 = Vec::new();
     let mut answer_bytes = 0;
     for stream in streams {
-        let (mut l, bytes) = stream.await.unwrap();
+        let (mut l, mut t, bytes) = stream.await.unwrap();
         latencies.append(&mut l);
+        to_200.append(&mut t);
         answer_bytes = bytes;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(orchestrator.0.id()) - cpu_before;
     latencies.sort_by(f64::total_cmp);
+    to_200.sort_by(f64::total_cmp);
     Relay {
         segments: latencies.len(),
         seconds: elapsed,
         orchestrator_cpu: cpu,
         latencies,
+        to_200,
         through: 2 * segment.len() + 2 * answer_bytes,
     }
 }
@@ -426,20 +443,27 @@ fn main() {
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let farm = runtime.block_on(farm());
-    let v2 = runtime.block_on(relay_v2(&farm, seconds));
-    report("2018 wire (v2, multipart answers)", &v2);
-    let today = runtime.block_on(relay_today(&farm, seconds));
-    report(
-        "today's wire (offchain, TranscodeResult + GET /stream)",
-        &today,
-    );
+    let (v2, signed) = {
+        let farm = runtime.block_on(farm(false));
+        let v2 = runtime.block_on(relay_v2(&farm, seconds));
+        report("2018 wire (v2, multipart answers)", &v2);
+        let signed = runtime.block_on(relay_today(&farm, seconds));
+        report("today's wire on a chain (results signed)", &signed);
+        (v2, signed)
+    };
+    let offchain = {
+        let farm = runtime.block_on(farm(true));
+        let offchain = runtime.block_on(relay_today(&farm, seconds));
+        report("today's wire offchain (--chain offchain)", &offchain);
+        offchain
+    };
     let per_mb =
         |r: &Relay| r.orchestrator_cpu / r.segments.max(1) as f64 / (r.through as f64 / 1e6);
     if per_mb(&v2) > 0.0 {
         println!(
-            "today's wire / 2018 wire, orchestrator CPU per MB: {:.2}",
-            per_mb(&today) / per_mb(&v2)
+            "orchestrator CPU per MB against the 2018 wire's: today's signed {:.2}, today's offchain {:.2}",
+            per_mb(&signed) / per_mb(&v2),
+            per_mb(&offchain) / per_mb(&v2)
         );
     }
 }
@@ -463,6 +487,13 @@ fn report(wire: &str, relay: &Relay) {
         percentile(&relay.latencies, 0.95) * 1e3,
         relay.through,
     );
+    if !relay.to_200.is_empty() {
+        println!(
+            "  to the 200: p50 {:.1} ms, p95 {:.1} ms (a gateway waits up to 2 s for it, 8 s for the whole answer)",
+            percentile(&relay.to_200, 0.5) * 1e3,
+            percentile(&relay.to_200, 0.95) * 1e3,
+        );
+    }
     if cpu_per_segment > 0.0 {
         println!(
             "  one core relays {:.0} segments/s: {:.0} streams of 2 s segments",

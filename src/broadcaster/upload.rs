@@ -143,8 +143,7 @@ pub fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Vec<(String, 
         .map(|b| b.trim_matches('"'))
         .ok_or("multipart answer without a boundary")?;
     let delimiter = format!("--{boundary}");
-    let find =
-        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
+    let find = |haystack: &[u8], needle: &[u8]| memchr::memmem::find(haystack, needle);
     let mut parts = Vec::new();
     let mut at = find(body, delimiter.as_bytes()).ok_or("no first boundary")?;
     loop {

@@ -351,9 +351,9 @@ impl MultipartReader {
     }
 
     fn find_delimiter(&self) -> Option<usize> {
-        self.carry
-            .windows(self.delimiter.len())
-            .position(|w| w == self.delimiter.as_slice())
+        // SIMD substring search: a byte-by-byte window scan was the largest
+        // CPU cost of relaying results (docs/BENCHMARKS.md).
+        memchr::memmem::find(&self.carry, &self.delimiter)
     }
 
     fn skip_to_delimiter(&mut self) -> bool {
@@ -384,7 +384,7 @@ impl MultipartReader {
             return Ok(true);
         }
         // Transport padding (spaces and tabs), then CRLF.
-        let Some(line_end) = self.carry.windows(2).position(|w| w == b"\r\n") else {
+        let Some(line_end) = memchr::memmem::find(&self.carry, b"\r\n") else {
             if self.carry.len() > 1024 {
                 return Err(MultipartError::BadBoundaryLine);
             }
@@ -412,7 +412,7 @@ impl MultipartReader {
             self.state = State::Body;
             return Ok(true);
         }
-        let Some(end) = self.carry.windows(4).position(|w| w == b"\r\n\r\n") else {
+        let Some(end) = memchr::memmem::find(&self.carry, b"\r\n\r\n") else {
             if self.carry.len() > MAX_PART_HEADER_BYTES {
                 return Err(MultipartError::HeadersTooLarge);
             }
