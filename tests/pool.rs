@@ -687,7 +687,8 @@ fn todays_wire_through_an_offchain_pool_loses_no_segment_when_a_rig_dies() {
     let orchestrator = Orchestrator::start_offchain(&hosts, ORCHESTRATOR_HOST);
     let mut members: Vec<RemoteTranscoder> = RIGS
         .iter()
-        .map(|&rig| RemoteTranscoder::start(&orchestrator, &hosts, rig, SECRET, 2))
+        // Each rig can hold every stream: losing one leaves room for all.
+        .map(|&rig| RemoteTranscoder::start(&orchestrator, &hosts, rig, SECRET, 3))
         .collect();
     orchestrator.wait_for_members(2);
     let input = world.dir.path().join("clip.ts");

@@ -600,6 +600,13 @@ impl Uploader for TodayBroadcaster {
                     );
                     self.suspend(&session, &text);
                     last = text;
+                    // With no other orchestrator to turn to, the next
+                    // attempt goes back to this one: give it a moment.
+                    let alone = self.state().suspended.len() >= self.orchestrators.len();
+                    let backoff = Duration::from_millis(250 << attempts.min(4));
+                    if alone && attempts < MAX_ATTEMPTS && Instant::now() + backoff < budget {
+                        tokio::time::sleep(backoff).await;
+                    }
                 }
             }
         }
