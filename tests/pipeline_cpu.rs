@@ -232,3 +232,52 @@ fn every_container_takes_every_audio_layout() {
         }
     }
 }
+
+/// HEVC, VP8 and VP9 renditions in the containers LPMS writes (MPEG-TS for
+/// HEVC, Matroska for VP8/VP9) and in MP4 where it carries them: ffprobe
+/// reads the codec asked for at the rendition's size, every picture there,
+/// the AAC audio copied.
+#[test]
+fn hevc_vp8_and_vp9_renditions_are_what_ffprobe_says() {
+    use lpgpu::pipeline::{Container, RenditionSpec, VideoCodec};
+    let backend = CpuBackend::new(EncoderSettings::default());
+    let segment = Bytes::from(std::fs::read(clip("h264_720p.ts")).unwrap());
+    let cases = [
+        (VideoCodec::Hevc, Container::MpegTs, "hevc"),
+        (VideoCodec::Hevc, Container::Mp4, "hevc"),
+        (VideoCodec::Vp8, Container::Matroska, "vp8"),
+        (VideoCodec::Vp9, Container::Matroska, "vp9"),
+        (VideoCodec::Vp9, Container::Mp4, "vp9"),
+    ];
+    let specs: Vec<RenditionSpec> = cases
+        .iter()
+        .map(|(codec, container, name)| {
+            let mut spec = RenditionSpec::from(parse_profile_list("P240p30fps16x9").unwrap()[0]);
+            spec.name = format!("{name}-{}", container.extension());
+            spec.codec = *codec;
+            spec.container = *container;
+            spec
+        })
+        .collect();
+    let out = backend
+        .transcode(segment, &specs, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.renditions.len(), cases.len());
+    for (rendition, (_, container, codec)) in out.renditions.iter().zip(cases) {
+        let found = streams(&rendition.data, container.extension());
+        assert_eq!(
+            found,
+            [
+                ("video".to_string(), codec.to_string()),
+                ("audio".to_string(), "aac".to_string())
+            ],
+            "{}",
+            rendition.spec.name
+        );
+        let (probed, width, height, _) = probe(&rendition.data);
+        assert_eq!(probed, codec);
+        assert_eq!((width, height), (426, 240), "{}", rendition.spec.name);
+        assert_eq!(rendition.frames, 60, "{}", rendition.spec.name);
+        assert_eq!((rendition.width, rendition.height), (426, 240));
+    }
+}

@@ -1010,3 +1010,58 @@ fn a_failed_task_logs_its_cause_while_the_wire_keeps_the_stable_text() {
     );
     assert!(line.contains("P144p30fps16x9"), "{line}");
 }
+
+/// HEVC (capability 16, now offered) through the spec-written orchestrator:
+/// a task whose fullProfiles3 asks for H.265 beside H.264 gets an HEVC
+/// MPEG-TS rendition ffprobe reads, with exact Pixels.
+#[test]
+fn an_hevc_task_from_a_go_livepeer_style_orchestrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("h264_720p.ts");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(
+            "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 \
+             -c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts"
+                .split_whitespace(),
+        )
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut orch = Orchestrator::start(dir.path(), 0);
+    let _transcoder = RemoteTranscoder::start(&orch.addr(), SECRET, &["--max-sessions", "1"]);
+    let registration = orch.wait_registration(1, 30);
+    let caps: Vec<u64> = registration["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert!(caps.contains(&16), "HEVC encode offered: {caps:?}");
+    assert!(!caps.contains(&19) && !caps.contains(&20), "{caps:?}");
+    let hevc = json!({"name": "P240p-hevc", "width": 426, "height": 240, "bitrate": 500_000,
+        "fps": 30, "encoder": "H265"});
+    let id = orch.send(
+        json!({"segment_file": source, "session": "hevc0001", "seq": 0,
+        "duration_ms": 2000, "profiles_field": "fullProfiles3", "capabilities": [0, 1, 12, 16],
+        "profiles": [hevc, p("P144p30fps16x9", 256, 144, 400_000, 30)]}),
+    );
+    let result = orch.result(id);
+    assert_eq!(result["kind"], "renditions", "{result}");
+    let parts = result["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{result}");
+    for (part, codec) in parts.iter().zip(["hevc", "h264"]) {
+        assert_eq!(part["content_type"], "video/mp2t");
+        let path = PathBuf::from(part["path"].as_str().unwrap());
+        let probed = probe(&path);
+        assert_eq!(probed.0, codec, "{}", path.display());
+        assert_eq!(
+            part["pixels"].as_u64().unwrap(),
+            probed.2 * probed.3 * probed.4,
+            "Pixels of {}",
+            path.display()
+        );
+    }
+    orch.assert_no_violations();
+}

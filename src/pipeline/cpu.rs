@@ -18,7 +18,7 @@ use ffmpeg::software::scaling;
 use ffmpeg::{Dictionary, Packet, codec, encoder, format, frame, media, picture};
 use ffmpeg_next as ffmpeg;
 
-use super::encoders::software_encoder;
+use super::encoders::{SoftwareEncoder, software_encoder};
 use super::ladder::{FrameDecimator, output_frame_rate, output_size};
 use super::timestamps::{MonotonicDts, PictureClock};
 use super::{
@@ -786,9 +786,9 @@ fn new_scaler(
     })
 }
 
-/// How libx264 is set up for one rendition, as plain values.
+/// How an encoder is set up for one rendition, as plain values.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct X264Setup {
+pub(super) struct EncoderSetup {
     /// The average bitrate given to the encoder (0 for CRF).
     pub bit_rate: usize,
     pub gop_frames: u32,
@@ -810,7 +810,102 @@ impl RungPlan {
     /// libx264's settings: the preset, the rate control (average bitrate
     /// capped by VBV, or CRF `quality` — clamped to x264's 0..=51 — with the
     /// bitrate as its cap), the H.264 profile, the GOP.
-    pub fn x264_setup(&self, rate: Rational) -> X264Setup {
+    /// The setup of `encoder` for this rendition at `rate`, mapped as LPMS
+    /// maps a profile: the bitrate as the average with a VBV cap
+    /// (`--bufsize-factor`), `quality` as CRF, the GOP, the encoder's speed
+    /// from `--x264-preset` (libx265 takes the same names; libvpx runs in
+    /// real-time mode).
+    pub fn encoder_setup(&self, encoder: SoftwareEncoder, rate: Rational) -> EncoderSetup {
+        match encoder {
+            SoftwareEncoder::X264 => self.x264_setup(rate),
+            SoftwareEncoder::X265 => self.x265_setup(rate),
+            SoftwareEncoder::Vp8 | SoftwareEncoder::Vp9 => self.vpx_setup(encoder, rate),
+        }
+    }
+
+    /// libx265: the preset, `x265-params` with the VBV cap, the keyframe
+    /// interval and no scene-cut keyframes beyond it, CRF for `quality`.
+    fn x265_setup(&self, rate: Rational) -> EncoderSetup {
+        let settings = &self.settings;
+        let spec = &self.spec;
+        let kbps = spec.bitrate_bps / 1000;
+        let gop_frames = self.gop_frames(rate);
+        let mut params = vec![
+            format!("keyint={gop_frames}"),
+            format!("min-keyint={}", gop_frames.min(2)),
+            "repeat-headers=1".to_string(),
+            "log-level=error".to_string(),
+        ];
+        if kbps > 0 {
+            let bufsize = (f64::from(kbps) * settings.bufsize_factor).round().max(1.0) as u32;
+            params.push(format!("vbv-maxrate={kbps}:vbv-bufsize={bufsize}"));
+        }
+        if gop_frames == 1 {
+            params.push("bframes=0".to_string());
+        }
+        let mut options = vec![
+            ("preset", settings.preset.clone()),
+            ("forced-idr", "1".to_string()),
+        ];
+        let bit_rate = match spec.quality {
+            Some(quality) => {
+                options.push(("crf", quality.min(51).to_string()));
+                0
+            }
+            None => spec.bitrate_bps as usize,
+        };
+        if settings.threads > 0 {
+            params.push(format!("pools={}", settings.threads));
+        }
+        options.push(("x265-params", params.join(":")));
+        EncoderSetup {
+            bit_rate,
+            gop_frames,
+            max_b_frames: (gop_frames == 1).then_some(0),
+            options,
+        }
+    }
+
+    /// libvpx (VP8) and libvpx-vp9: real-time deadline and speed, the
+    /// bitrate as target with `maxrate`/`bufsize` as its cap (CRF with the
+    /// bitrate as cap for `quality`), no look-ahead past the GOP.
+    fn vpx_setup(&self, encoder: SoftwareEncoder, rate: Rational) -> EncoderSetup {
+        let settings = &self.settings;
+        let spec = &self.spec;
+        let gop_frames = self.gop_frames(rate);
+        let mut options = vec![
+            ("deadline", "realtime".to_string()),
+            ("cpu-used", "8".to_string()),
+            ("lag-in-frames", "0".to_string()),
+            ("threads", settings.threads.max(1).to_string()),
+        ];
+        if encoder == SoftwareEncoder::Vp9 {
+            options.push(("row-mt", "1".to_string()));
+        }
+        if spec.bitrate_bps > 0 {
+            let bufsize = (f64::from(spec.bitrate_bps) * settings.bufsize_factor)
+                .round()
+                .max(1.0) as u64;
+            options.push(("maxrate", spec.bitrate_bps.to_string()));
+            options.push(("bufsize", bufsize.to_string()));
+        }
+        let bit_rate = match spec.quality {
+            Some(quality) => {
+                // libvpx's quantizer range is 0..=63.
+                options.push(("crf", quality.min(63).to_string()));
+                spec.bitrate_bps as usize
+            }
+            None => spec.bitrate_bps as usize,
+        };
+        EncoderSetup {
+            bit_rate,
+            gop_frames,
+            max_b_frames: None,
+            options,
+        }
+    }
+
+    pub fn x264_setup(&self, rate: Rational) -> EncoderSetup {
         let settings = &self.settings;
         let spec = &self.spec;
         let kbps = spec.bitrate_bps / 1000;
@@ -844,7 +939,7 @@ impl RungPlan {
         // Intra-only and B-frame-free profiles have no B-frames; a GOP of one
         // picture has no room for them either.
         let max_b_frames = (!profile.allows_b_frames() || gop_frames == 1).then_some(0);
-        X264Setup {
+        EncoderSetup {
             bit_rate,
             gop_frames,
             max_b_frames,
@@ -871,7 +966,7 @@ fn open_encoder(
         .encoder()
         .video()
         .map_err(internal("creating the encoder"))?;
-    let setup = plan.x264_setup(rate);
+    let setup = plan.encoder_setup(chosen, rate);
     encoder.set_width(width);
     encoder.set_height(height);
     encoder.set_format(format);
@@ -1024,7 +1119,7 @@ mod tests {
         RenditionSpec::from(parse_profile_list("P360p30fps16x9").unwrap()[0])
     }
 
-    fn option<'a>(setup: &'a X264Setup, key: &str) -> Option<&'a str> {
+    fn option<'a>(setup: &'a EncoderSetup, key: &str) -> Option<&'a str> {
         setup
             .options
             .iter()

@@ -39,14 +39,17 @@ pub const SEGMENT_SLICING: Capability = 26;
 pub const GO_LIVEPEER_VERSION: &str = "0.9.1";
 
 /// What lpgpu's transcoder really does, and nothing more:
-/// H.264 out, MPEG-TS and MP4 out, fractional frame rates, direct storage
+/// H.264 and HEVC out (libx264, libx265), MPEG-TS and MP4 out, fractional
+/// frame rates, direct storage
 /// (segments fetched from and results posted to the orchestrator), the four
 /// H.264 profiles, GOP, auth tokens, HEVC decode (libavcodec or NVDEC),
 /// H.264 4:4:4 and 4:2:2 8-bit decode (libavcodec; NVDEC hands them to the
 /// CPU), and segment slicing (`segment_parameters`). Not: S3/GCS storage,
-/// perceptual hashes (14), HEVC/VP8/VP9 encode, VP8/VP9 decode, 10-bit decode
-/// (unverified), AI pipelines.
-pub const LPGPU_CAPABILITIES: [Capability; 15] = [
+/// perceptual hashes (14), VP8/VP9 encode (libvpx makes them, but the O–T
+/// wire labels a rendition by its format, MPEG-TS or MP4, and which label a
+/// Matroska VP8/VP9 rendition should carry there is not settled), VP8/VP9
+/// decode, 10-bit decode (unverified), AI pipelines.
+pub const LPGPU_CAPABILITIES: [Capability; 16] = [
     H264,
     MPEGTS,
     MP4,
@@ -59,6 +62,7 @@ pub const LPGPU_CAPABILITIES: [Capability; 15] = [
     GOP,
     AUTH_TOKEN,
     HEVC_DECODE,
+    HEVC_ENCODE,
     H264_DECODE_444_8BIT,
     H264_DECODE_422_8BIT,
     SEGMENT_SLICING,
@@ -282,10 +286,19 @@ mod tests {
             GOP,
             SEGMENT_SLICING,
             HEVC_DECODE,
+            HEVC_ENCODE,
         ] {
             assert!(ours.contains(k), "{k}");
         }
-        for k in [MPEG7_VIDEO_SIGNATURE, STORAGE_S3, STORAGE_GCS, HEVC_ENCODE] {
+        for k in [
+            MPEG7_VIDEO_SIGNATURE,
+            STORAGE_S3,
+            STORAGE_GCS,
+            VP8_DECODE,
+            VP9_DECODE,
+            VP8_ENCODE,
+            VP9_ENCODE,
+        ] {
             assert!(!ours.contains(k), "{k}");
         }
     }

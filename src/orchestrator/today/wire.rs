@@ -23,7 +23,6 @@ use crate::proto::{
     SegmentTranscodeData, SegmentTranscodeResult, TaskAuthToken, TranscodedRendition,
     segment_transcode_result,
 };
-use crate::protocol::rendition::Container;
 use crate::protocol::today::{
     self, MAX_BODY_BYTES, MAX_URI_BYTES, PAYMENT_HEADER, RENDITIONS_KEPT, Refusal, SEGMENT_HEADER,
     SegmentRequest, URI_CONTENT_TYPE, URI_GET_TIMEOUT, URI_TOTAL_TIMEOUT,
@@ -417,10 +416,8 @@ impl Work {
         let seq = self.request.segment.seq;
         let mut segments = Vec::with_capacity(specs.len());
         for rendition in &transcoded.renditions {
-            let extension = match rendition.spec.container {
-                Container::Mp4 => "mp4",
-                _ => "ts",
-            };
+            // .ts and .mp4 as go-livepeer names them; .mkv for Matroska.
+            let extension = rendition.spec.container.extension();
             let profile = &rendition.spec.name;
             let name = format!("{id}/{profile}/{seq}.{extension}");
             if seq >= RENDITIONS_KEPT as i64 {

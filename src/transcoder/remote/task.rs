@@ -403,10 +403,6 @@ mod tests {
         );
         for p in [
             VideoProfile {
-                encoder: 1,
-                ..base.clone()
-            },
-            VideoProfile {
                 encoder: 9,
                 ..base.clone()
             },
