@@ -712,3 +712,97 @@ fn bad_node_flags_are_refused_by_name_before_binding() {
     // Nothing was left bound.
     std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
 }
+
+/// The flags of today's wire say what is wrong, by name, before anything
+/// is dialled or bound.
+#[test]
+fn bad_flags_of_todays_wire_are_refused_plainly() {
+    let clip = common::clip("h264_720p.ts");
+    let clip = clip.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "orchestrator",
+                "--chain",
+                "offchain",
+                "--hostname",
+                "localhost",
+                "--transcoder-uri",
+                "https://t.example:8935",
+            ],
+            "--orch-secret",
+        ),
+        (
+            &[
+                "node",
+                "--chain",
+                "ledger:/nonexistent/ledger.json",
+                "--hostname",
+                "localhost",
+            ],
+            "--keystore",
+        ),
+        (
+            &[
+                "broadcast",
+                "--orch-addr",
+                "http://o.example:8935",
+                "--input",
+                clip,
+                "--out",
+                "/tmp/x",
+            ],
+            "https",
+        ),
+        (
+            &[
+                "broadcast",
+                "--orch-addr",
+                " , ",
+                "--input",
+                clip,
+                "--out",
+                "/tmp/x",
+            ],
+            "--orch-addr",
+        ),
+        (
+            &[
+                "broadcast",
+                "--orch-addr",
+                "o.example",
+                "--profiles",
+                "P999p",
+                "--input",
+                clip,
+                "--out",
+                "/tmp/x",
+            ],
+            "--profiles",
+        ),
+        (
+            &[
+                "bench",
+                "--orch-addr",
+                "o.example",
+                "--concurrency",
+                "1..3",
+                "--input",
+                clip,
+            ],
+            "--concurrency",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args(args)
+            .env_remove("LPGPU_CONFIG")
+            .env_remove("LPGPU_PASSWORD")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

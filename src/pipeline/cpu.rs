@@ -260,15 +260,20 @@ pub fn probe_segment(segment: Bytes) -> Result<SegmentFacts, TranscodeError> {
 /// A rendition's video as a broadcaster checks it: pictures (one per packet
 /// of the video stream), width and height.
 pub fn count_video_frames(rendition: Bytes) -> Result<(u64, u32, u32), TranscodeError> {
-    let facts = probe_segment(rendition.clone())?;
+    init_ffmpeg();
+    // Opened once: the size from the stream's parameters, then its packets.
     let mut source = SourceSegment::open(rendition)?;
+    let decoder = codec::context::Context::from_parameters(source.parameters.clone())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| TranscodeError::Undecodable(format!("reading the video parameters: {e}")))?;
+    let (width, height) = (decoder.width(), decoder.height());
     let video = source.video_index;
     let frames = source
         .input
         .packets()
         .filter(|(stream, _)| stream.index() == video)
         .count() as u64;
-    Ok((frames, facts.width, facts.height))
+    Ok((frames, width, height))
 }
 
 /// A segment opened for reading: its video stream's facts and, once the
