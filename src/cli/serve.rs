@@ -21,7 +21,7 @@ use crate::server::{
 };
 use crate::store::StoreLimits;
 use crate::tls::SelfSignedCert;
-use crate::transcoder::remote::{OrchAddr, RemoteConfig, RemoteTranscoder};
+use crate::transcoder::remote::{OrchestratorConfig, RemoteConfig, RemoteTranscoder};
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
@@ -195,17 +195,40 @@ pub(crate) struct ListenModeArgs {
     next_help_heading = "Dial-out mode (go-livepeer's -transcoder: registers with --orch-addr and is pushed segments)"
 )]
 pub(crate) struct DialOutArgs {
-    /// The orchestrator to register with: HOST[:PORT] (port 8935 by default).
-    #[arg(long, value_name = "HOST[:PORT]", requires = "orch_secret")]
-    orch_addr: Option<OrchAddr>,
-    /// The orchestrator secret, or a file whose first line is it.
+    /// The orchestrators to register with: HOST[:PORT] (port 8935 by
+    /// default), comma-separated. With several, the capacity is split
+    /// between those that are up, by --orch-weight; a lost one's share
+    /// moves to the others and comes back when it returns.
+    #[arg(long, value_name = "HOST[:PORT][,…]", requires = "orch_secret")]
+    orch_addr: Option<String>,
+    /// The orchestrator secret: SECRET for all, or one per orchestrator
+    /// as ADDR=SECRET,ADDR=SECRET; or a FILE whose first line is the
+    /// secret for all, or whose lines are ADDR=SECRET (blank lines and
+    /// lines starting with # are skipped).
     #[arg(
         long,
-        value_name = "SECRET|FILE",
+        value_name = "SECRET|ADDR=SECRET,…|FILE",
         hide_env_values = true,
         requires = "orch_addr"
     )]
     orch_secret: Option<String>,
+    /// Each orchestrator's weight in the split: ADDR=N,… (default 1 each;
+    /// every orchestrator that is up gets at least one slot while there
+    /// are enough; with fewer, the heaviest get one and the rest wait as
+    /// standbys).
+    #[arg(long, value_name = "ADDR=N,…", requires = "orch_addr")]
+    orch_weight: Option<String>,
+    /// Shares follow demand: every SECONDS (default 30, at least 10) one
+    /// slot may move from an orchestrator with idle slots to one whose
+    /// share is full. Each move re-registers both at a quiet moment.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        default_missing_value = "30",
+        requires = "orch_addr"
+    )]
+    orch_rebalance: Option<u64>,
     /// Accept only the orchestrator certificate with this SHA-256 (hex of
     /// its DER; colons allowed). Default: any certificate, as go-livepeer.
     #[arg(long, value_name = "HEX")]
@@ -394,8 +417,41 @@ fn dial_out_capacity(max_sessions: Option<usize>, backend_capacity: Option<usize
 
 fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) -> Result<()> {
     // Everything that can be wrong is checked before anything is dialled.
-    let orchestrator = dial.orch_addr.expect("checked by the caller");
-    let secret = read_secret(dial.orch_secret.as_deref().unwrap_or(""))?;
+    use crate::transcoder::remote::flags;
+    let addrs = flags::parse_orch_addrs(dial.orch_addr.as_deref().unwrap_or(""))
+        .map_err(anyhow::Error::msg)?;
+    let secrets = {
+        let value = dial.orch_secret.as_deref().unwrap_or("");
+        let path = std::path::Path::new(value);
+        if path.is_file() {
+            let text =
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+                    format!("reading the --orch-secret file {}", path.display())
+                })?);
+            flags::parse_orch_secrets(&addrs, &text, true)
+        } else {
+            flags::parse_orch_secrets(&addrs, value, false)
+        }
+        .map_err(anyhow::Error::msg)?
+    };
+    let weights = flags::parse_orch_weights(&addrs, dial.orch_weight.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    if let Some(seconds) = dial.orch_rebalance {
+        anyhow::ensure!(
+            seconds >= 10,
+            "--orch-rebalance {seconds}: at least 10 seconds (each move re-registers)"
+        );
+    }
+    let orchestrators: Vec<OrchestratorConfig> = addrs
+        .into_iter()
+        .zip(secrets)
+        .zip(weights)
+        .map(|((addr, secret), weight)| OrchestratorConfig {
+            addr,
+            secret,
+            weight,
+        })
+        .collect();
     let cert_pin = dial
         .orch_cert_sha256
         .as_deref()
@@ -429,8 +485,7 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
     let backend = slots.pipeline.backend()?;
     let capacity = dial_out_capacity(slots.max_sessions, backend.capacity());
     let config = RemoteConfig {
-        orchestrator,
-        secret,
+        orchestrators,
         capacity,
         version: dial.orch_version,
         // What the backend really does: the one source of advertised bits.
@@ -442,6 +497,7 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
         backoff: Default::default(),
         drain_timeout: Duration::from_secs(dial.drain_seconds),
         name: dial.name,
+        rebalance: dial.orch_rebalance.map(Duration::from_secs),
     };
     runtime()?.block_on(async move {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
@@ -449,12 +505,18 @@ fn run_dial_out(dial: DialOutArgs, metrics_listen: SocketAddr, slots: SlotArgs) 
             .with_context(|| format!("binding --metrics-listen {metrics_listen}"))?;
         let metrics = Metrics::new();
         metrics.start_gpu_sampler(Duration::from_secs(5));
-        tracing::info!(orchestrator = %config.orchestrator, backend = backend.name(), capacity,
+        let dialled: Vec<String> = config
+            .orchestrators
+            .iter()
+            .map(|o| o.addr.to_string())
+            .collect();
+        let dialled = dialled.join(",");
+        tracing::info!(orchestrators = %dialled, backend = backend.name(), capacity,
             metrics = %metrics_listener.local_addr()?, "remote transcoder starting");
         // One machine-readable line on stdout for scripts and tests.
         println!(
             "lpgpu transcoder dialling {} metrics on {}",
-            config.orchestrator,
+            dialled,
             metrics_listener.local_addr()?
         );
         let remote = Arc::new(RemoteTranscoder::new(config, backend, metrics.clone())?);

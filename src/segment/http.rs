@@ -69,6 +69,11 @@ pub trait Wire: Send + Sync + std::fmt::Debug {
 /// Whether a process is ready for work: Ok, or why not (`/readyz`).
 pub trait Readiness: Send + Sync + std::fmt::Debug {
     fn readiness(&self) -> Result<(), String>;
+
+    /// More for `/status` (its `details` field), where the part has any.
+    fn details(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 impl Readiness for SegmentCore {

@@ -389,9 +389,16 @@ pub async fn serve_metrics(
         let ready = ready.clone();
         async move {
             let verdict = ready.as_ref().map_or(Ok(()), |r| r.readiness());
+            let mut status = board.status(verdict);
+            if let (Some(details), Some(fields)) = (
+                ready.as_ref().and_then(|r| r.details()),
+                status.as_object_mut(),
+            ) {
+                fields.insert("details".into(), details);
+            }
             (
                 [(http::header::CACHE_CONTROL, "no-store")],
-                axum::Json(board.status(verdict)),
+                axum::Json(status),
             )
         }
     };

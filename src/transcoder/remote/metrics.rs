@@ -6,14 +6,14 @@
     reason = "metric definitions are constants: a bad one fails every test"
 )]
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::metrics::{Metrics, Registering};
 
 /// Metrics of the dial-out remote-transcoder mode.
 #[derive(Debug, Clone)]
 pub struct RemoteMetrics {
-    /// 1 while registered with the orchestrator.
+    /// 1 while registered with at least one orchestrator.
     pub registered: IntGauge,
     /// Registrations after the first (the link came back).
     pub reconnects: IntCounter,
@@ -28,6 +28,16 @@ pub struct RemoteMetrics {
     pub tasks_in_flight: IntGauge,
     /// Teardown notifications received.
     pub teardowns: IntCounter,
+    /// Per orchestrator (`--orch-addr A,B,…`): 1 while registered.
+    pub orchestrator_registered: IntGaugeVec,
+    /// Per orchestrator: the capacity its registration carries (its share).
+    pub orchestrator_share: IntGaugeVec,
+    /// Per orchestrator: tasks by result (as `lpgpu_remote_tasks_total`).
+    pub orchestrator_tasks: IntCounterVec,
+    /// Per orchestrator: registrations after the first.
+    pub orchestrator_reconnects: IntCounterVec,
+    /// Per orchestrator: re-registrations that changed its share.
+    pub orchestrator_moves: IntCounterVec,
 }
 
 impl RemoteMetrics {
@@ -36,6 +46,12 @@ impl RemoteMetrics {
         let r = &mut metrics.registering();
         let gauge = |r: &mut Registering<'_>, name: &'static str, help: &str| {
             r.add(name, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let gauge_vec = |r: &mut Registering<'_>, name: &'static str, help: &str| {
+            r.add(
+                name,
+                IntGaugeVec::new(Opts::new(name, help), &["orchestrator"]).expect("valid metric"),
+            )
         };
         let counter = |r: &mut Registering<'_>, name: &'static str, help: &str| {
             r.add(name, IntCounter::new(name, help).expect("valid metric"))
@@ -81,6 +97,31 @@ impl RemoteMetrics {
                 r,
                 "lpgpu_remote_teardowns_total",
                 "Session teardown notifications received.",
+            )?,
+            orchestrator_registered: gauge_vec(
+                r,
+                "lpgpu_remote_orchestrator_registered",
+                "1 while registered with this orchestrator.",
+            )?,
+            orchestrator_share: gauge_vec(
+                r,
+                "lpgpu_remote_orchestrator_share",
+                "The capacity registered with this orchestrator (its share of the rig).",
+            )?,
+            orchestrator_tasks: r.counter(
+                "lpgpu_remote_orchestrator_tasks_total",
+                "Tasks by orchestrator and result (ok, error, busy, upload_failed).",
+                &["orchestrator", "result"],
+            )?,
+            orchestrator_reconnects: r.counter(
+                "lpgpu_remote_orchestrator_reconnects_total",
+                "Registrations with this orchestrator after the first.",
+                &["orchestrator"],
+            )?,
+            orchestrator_moves: r.counter(
+                "lpgpu_remote_orchestrator_moves_total",
+                "Re-registrations with this orchestrator that changed its share.",
+                &["orchestrator"],
             )?,
         })
     }

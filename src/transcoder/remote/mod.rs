@@ -15,7 +15,10 @@
 //! get the whole transcoder evicted).
 
 pub mod backoff;
+pub mod flags;
+mod link;
 pub mod metrics;
+pub mod shares;
 pub mod task;
 pub mod upload;
 
@@ -28,20 +31,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
-use tonic::transport::Endpoint;
 use zeroize::Zeroizing;
 
-use self::backoff::{Backoff, BackoffPolicy};
+use self::backoff::BackoffPolicy;
+use self::link::Link;
 pub use self::metrics::RemoteMetrics;
+use self::shares::ShareBook;
 use self::task::{Notification, Task, read_notification};
 use self::upload::ResultUpload;
 use crate::metrics::Metrics;
 use crate::pipeline::workers::{Job, Policy, Refusal, RunError, Ticket, Workers};
 use crate::pipeline::{Backend, TranscodeError, Transcoded};
-use crate::proto::transcoder_client::TranscoderClient;
-use crate::proto::{Capabilities, NotifySegment, RegisterRequest, capabilities};
+use crate::proto::NotifySegment;
 use crate::protocol::capabilities::CapabilitySet;
 use crate::session::{EndReason, SESSION_IDLE, SessionEvent, Sessions, StreamKey};
 
@@ -129,17 +131,36 @@ impl FromStr for OrchAddr {
     }
 }
 
+/// One orchestrator the rig dials (`--orch-addr`, with its secret and weight).
+pub struct OrchestratorConfig {
+    pub addr: OrchAddr,
+    /// Its orchestrator secret; never logged.
+    pub secret: Zeroizing<String>,
+    /// Its weight in the split (`--orch-weight`, at least 1).
+    pub weight: u32,
+}
+
+impl fmt::Debug for OrchestratorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrchestratorConfig")
+            .field("addr", &self.addr)
+            .field("secret", &"<hidden>")
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
 /// Everything the mode needs, validated.
 pub struct RemoteConfig {
-    pub orchestrator: OrchAddr,
-    /// The orchestrator secret; never logged.
-    pub secret: Zeroizing<String>,
-    /// Streams registered as capacity; also the most tasks run at once.
+    /// Every orchestrator, in `--orch-addr` order (at least one).
+    pub orchestrators: Vec<OrchestratorConfig>,
+    /// The rig's capacity, split between the orchestrators that are up;
+    /// also the most tasks run at once.
     pub capacity: usize,
     /// The semver registered as `Capabilities.version`.
     pub version: String,
     pub capabilities: CapabilitySet,
-    /// Accept only this certificate (SHA-256 of its DER) from the orchestrator.
+    /// Accept only this certificate (SHA-256 of its DER) from the orchestrators.
     pub cert_pin: Option<[u8; 32]>,
     /// HTTP/2 PINGs on the gRPC link.
     pub ping_interval: Duration,
@@ -153,17 +174,20 @@ pub struct RemoteConfig {
     /// `--name`: sent as the `lpgpu-name` gRPC metadata so an lpgpu
     /// orchestrator names this member by it (go-livepeer ignores it).
     pub name: Option<String>,
+    /// `--orch-rebalance`: shares follow demand, one slot per this period
+    /// at most (None: the split by weight only).
+    pub rebalance: Option<Duration>,
 }
 
 impl fmt::Debug for RemoteConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteConfig")
-            .field("orchestrator", &self.orchestrator)
-            .field("secret", &"<hidden>")
+            .field("orchestrators", &self.orchestrators)
             .field("capacity", &self.capacity)
             .field("version", &self.version)
             .field("capabilities", &self.capabilities)
             .field("cert_pin", &self.cert_pin.map(hex::encode))
+            .field("rebalance", &self.rebalance)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +210,9 @@ pub enum LinkState {
     Starting,
     Connecting,
     Registered,
+    /// Reachable, but holding no share: `why` (a standby, or waiting for
+    /// capacity another orchestrator is giving back).
+    Standby(String),
     BackingOff(String),
     Refused(String),
     Draining,
@@ -198,9 +225,23 @@ impl LinkState {
             LinkState::Registered => Ok(()),
             LinkState::Starting => Err("starting".into()),
             LinkState::Connecting => Err("connecting to the orchestrator".into()),
+            LinkState::Standby(why) => Err(format!("not registered: {why}")),
             LinkState::BackingOff(why) => Err(format!("not registered, backing off: {why}")),
             LinkState::Refused(why) => Err(format!("refused by the orchestrator: {why}")),
             LinkState::Draining => Err("draining: shutting down".into()),
+        }
+    }
+
+    /// One word for `/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkState::Starting => "starting",
+            LinkState::Connecting => "connecting",
+            LinkState::Registered => "registered",
+            LinkState::Standby(_) => "standby",
+            LinkState::BackingOff(_) => "backing_off",
+            LinkState::Refused(_) => "refused",
+            LinkState::Draining => "draining",
         }
     }
 }
@@ -213,6 +254,8 @@ enum LinkEnd {
         reason: String,
         registered_for: Duration,
     },
+    /// Its share went to 0 (a standby again): wait for one, no backoff.
+    Demoted,
 }
 
 /// A task's failure: the short text posted to the orchestrator.
@@ -232,13 +275,18 @@ pub struct RemoteTranscoder {
     metrics: Metrics,
     /// The mode's own `lpgpu_remote_*` metrics.
     remote_metrics: RemoteMetrics,
-    state: Mutex<LinkState>,
+    /// One per orchestrator, in `--orch-addr` order.
+    links: Vec<Link>,
+    /// The split of the capacity between them.
+    book: Mutex<ShareBook>,
+    /// Bumped whenever the book changes, so every link re-reads its share.
+    book_changed: tokio::sync::watch::Sender<u64>,
     /// The live sessions; ending one ends its placement on the backend.
     sessions: Arc<Sessions>,
     /// One slot per session registered as capacity.
     workers: Workers,
     draining: AtomicBool,
-    /// To the orchestrator: HTTP/2 only, its certificate unchecked or pinned.
+    /// To the orchestrators: HTTP/2 only, certificates unchecked or pinned.
     orchestrator_http: reqwest::Client,
     /// To segment URLs: HTTP/2 or 1.1, no certificate check (as go-livepeer).
     download_http: reqwest::Client,
@@ -249,7 +297,6 @@ impl fmt::Debug for RemoteTranscoder {
         f.debug_struct("RemoteTranscoder")
             .field("config", &self.config)
             .field("backend", &self.workers.backend().name())
-            .field("state", &self.state())
             .finish_non_exhaustive()
     }
 }
@@ -276,12 +323,14 @@ impl RemoteTranscoder {
         metrics: Metrics,
     ) -> Result<Self, RemoteError> {
         crate::tls::install_crypto_provider();
+        if config.orchestrators.is_empty() {
+            return Err(RemoteError::Client("no orchestrator to dial".into()));
+        }
         let orchestrator_http = http_client(config.cert_pin, &[b"h2"], Duration::from_secs(5))?;
         let download_http = http_client(None, &[b"h2", b"http/1.1"], DOWNLOAD_TIMEOUT)?;
         let capacity = config.capacity.max(1);
         let remote_metrics = RemoteMetrics::register(&metrics)
             .map_err(|e| RemoteError::Workers(format!("registering its metrics: {e}")))?;
-        remote_metrics.capacity.set(capacity as i64);
         let sessions = Sessions::new(SESSION_IDLE);
         let ends = backend.clone();
         sessions.on_end(Arc::new(move |key: &StreamKey, reason: EndReason| {
@@ -298,12 +347,33 @@ impl RemoteTranscoder {
             metrics.clone(),
         )
         .map_err(|e| RemoteError::Workers(e.to_string()))?;
+        let several = config.orchestrators.len() > 1;
+        let links: Vec<Link> = config
+            .orchestrators
+            .iter()
+            .enumerate()
+            .map(|(index, orchestrator)| Link::new(index, orchestrator, several))
+            .collect();
+        for link in &links {
+            remote_metrics
+                .orchestrator_share
+                .with_label_values(&[&link.label])
+                .set(0);
+            remote_metrics
+                .orchestrator_registered
+                .with_label_values(&[&link.label])
+                .set(0);
+        }
+        let weights: Vec<u32> = config.orchestrators.iter().map(|o| o.weight).collect();
+        let book = ShareBook::new(capacity, &weights);
         Ok(Self {
             workers,
             remote_metrics,
             config,
             metrics,
-            state: Mutex::new(LinkState::Starting),
+            links,
+            book: Mutex::new(book),
+            book_changed: tokio::sync::watch::Sender::new(0),
             sessions,
             draining: AtomicBool::new(false),
             orchestrator_http,
@@ -311,280 +381,159 @@ impl RemoteTranscoder {
         })
     }
 
+    /// The first orchestrator's link state (the only one with one `--orch-addr`).
     pub fn state(&self) -> LinkState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.links[0].state()
     }
 
-    fn set_state(&self, state: LinkState) {
-        self.remote_metrics
-            .registered
-            .set(i64::from(state == LinkState::Registered));
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    /// Registers, serves tasks, reconnects; returns when `shutdown` completes
-    /// (after draining) or the orchestrator refuses the registration.
+    /// Registers with every orchestrator, serves tasks, moves shares and
+    /// reconnects; returns when `shutdown` completes (after draining), or
+    /// with an error when every orchestrator refused the registration.
     pub async fn run(
         self: Arc<Self>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RemoteError> {
-        tokio::pin!(shutdown);
-        let mut backoff = Backoff::new(self.config.backoff);
-        let mut tasks = JoinSet::new();
-        let mut registrations = 0u64;
-        loop {
-            self.set_state(LinkState::Connecting);
-            let end = self
-                .clone()
-                .serve_link(&mut tasks, &mut shutdown, &mut registrations)
-                .await;
-            match end {
-                LinkEnd::Shutdown => {
-                    tracing::info!("stopped: every running task has posted its result");
-                    return Ok(());
-                }
-                LinkEnd::Refused(message) => {
-                    finish_all(&mut tasks).await;
-                    tracing::error!(orchestrator = %self.config.orchestrator, "the orchestrator refused the registration: {message}");
-                    self.set_state(LinkState::Refused(message.clone()));
-                    return Err(RemoteError::Refused(message));
-                }
-                LinkEnd::Lost {
-                    reason,
-                    registered_for,
-                } => {
-                    backoff.ended_after(registered_for);
-                    // go-livepeer finishes the running tasks before it dials again.
-                    finish_all(&mut tasks).await;
-                    let wait = backoff.next_wait(rand::random::<f64>());
-                    tracing::warn!(orchestrator = %self.config.orchestrator, retry_in_seconds = wait.as_secs_f64(),
-                        "not registered: {reason}");
-                    self.set_state(LinkState::BackingOff(reason));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut links = JoinSet::new();
+        for index in 0..self.links.len() {
+            links.spawn(self.clone().run_link(index, stopped.clone()));
+        }
+        if let Some(period) = self.config.rebalance {
+            let this = self.clone();
+            let mut stopped = stopped.clone();
+            links.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.tick().await;
+                loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = &mut shutdown => {
-                            tracing::info!("stopped while backing off");
-                            return Ok(());
+                        _ = tick.tick() => this.rebalance(),
+                        _ = link::until_stopped(&mut stopped) => return None,
+                    }
+                }
+            });
+        }
+        tokio::pin!(shutdown);
+        let mut refusals = Vec::new();
+        let mut running = links.len();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown, if !*stop.borrow() => {
+                    let _ = stop.send(true);
+                }
+                ended = links.join_next() => match ended {
+                    None => break,
+                    Some(Ok(Some(refusal))) => {
+                        refusals.push(refusal);
+                        running -= 1;
+                        if refusals.len() == self.links.len() {
+                            let _ = stop.send(true);
                         }
                     }
-                }
-            }
-        }
-    }
-
-    /// One registration: connect, register, serve its stream until it ends
-    /// or `shutdown` completes (then drain with the stream still open, so
-    /// the orchestrator keeps waiting for the running tasks' results).
-    async fn serve_link(
-        self: Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-        registrations: &mut u64,
-    ) -> LinkEnd {
-        let lost = |reason: String| LinkEnd::Lost {
-            reason,
-            registered_for: Duration::ZERO,
-        };
-        let mut client = tokio::select! {
-            connected = self.connect() => match connected {
-                Ok(client) => client,
-                Err(reason) => return lost(reason),
-            },
-            _ = &mut *shutdown => return LinkEnd::Shutdown,
-        };
-        let mut request = tonic::Request::new(self.register_request());
-        if let Some(name) = self.config.name.as_deref()
-            && let Ok(value) = name.parse()
-        {
-            request
-                .metadata_mut()
-                .insert(crate::pool::service::MEMBER_NAME_METADATA, value);
-        }
-        let call = client.register_transcoder(request);
-        tokio::pin!(call);
-        let mut announced = false;
-        let response = loop {
-            tokio::select! {
-                response = &mut call => break response,
-                _ = tokio::time::sleep(REGISTRATION_GRACE), if !announced => {
-                    announced = true;
-                    self.registered(registrations);
-                }
-                _ = &mut *shutdown => return LinkEnd::Shutdown,
-            }
-        };
-        let mut stream = match response {
-            Ok(response) => response.into_inner(),
-            Err(status) => return self.classify(status, Duration::ZERO),
-        };
-        if !announced {
-            self.registered(registrations);
-        }
-        let since = Instant::now();
-        let mut sweep = tokio::time::interval(SESSION_SWEEP);
-        let mut drain_deadline: Option<tokio::time::Instant> = None;
-        loop {
-            if drain_deadline.is_some() && tasks.is_empty() {
-                // Dropping the stream unregisters (the call is cancelled).
-                return LinkEnd::Shutdown;
-            }
-            let deadline = drain_deadline.unwrap_or_else(far_future);
-            tokio::select! {
-                message = stream.message() => match message {
-                    Ok(Some(notify)) => self.dispatch(notify, tasks),
-                    Ok(None) if drain_deadline.is_some() => {
-                        finish_all(tasks).await;
-                        return LinkEnd::Shutdown;
-                    }
-                    Ok(None) => return LinkEnd::Lost {
-                        reason: "the orchestrator ended the stream".into(),
-                        registered_for: since.elapsed(),
-                    },
-                    Err(status) if drain_deadline.is_some() => {
-                        tracing::warn!("the stream ended while draining: {}", status.message());
-                        finish_all(tasks).await;
-                        return LinkEnd::Shutdown;
-                    }
-                    Err(status) => return self.classify(status, since.elapsed()),
+                    Some(_) => running -= 1,
                 },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = sweep.tick() => self.end_idle_sessions(),
-                _ = &mut *shutdown, if drain_deadline.is_none() => {
-                    tracing::info!(running = tasks.len(), "shutting down: no new tasks; finishing the running ones");
-                    self.draining.store(true, Ordering::Release);
-                    self.set_state(LinkState::Draining);
-                    drain_deadline = Some(tokio::time::Instant::now() + self.config.drain_timeout);
-                }
-                _ = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
-                    tracing::warn!(running = tasks.len(), "drain bound reached; abandoning the running tasks");
-                    tasks.abort_all();
-                    return LinkEnd::Shutdown;
-                }
+            }
+            if running == 0 {
+                break;
             }
         }
+        if refusals.len() == self.links.len() {
+            return Err(RemoteError::Refused(refusals.join("; ")));
+        }
+        tracing::info!("stopped: every running task has posted its result");
+        Ok(())
     }
 
-    fn registered(&self, registrations: &mut u64) {
-        *registrations += 1;
-        if *registrations > 1 {
-            self.remote_metrics.reconnects.inc();
-        }
-        tracing::info!(orchestrator = %self.config.orchestrator, capacity = self.config.capacity,
-            version = %self.config.version, capabilities = %self.config.capabilities, "registered with the orchestrator");
-        self.set_state(LinkState::Registered);
-    }
-
-    /// A gRPC status that ended the registration: fatal or not.
-    fn classify(&self, status: tonic::Status, registered_for: Duration) -> LinkEnd {
-        let message = status.message().trim().to_string();
-        // go-livepeer's transcoder stops on exactly these two messages.
-        if message == "invalid secret" || message == "zero capacity" {
-            return LinkEnd::Refused(message);
-        }
-        let reason = if message.is_empty() {
-            format!("the stream ended: {:?}", status.code())
-        } else {
-            format!("the stream ended: {:?}: {message}", status.code())
+    /// One step of `--orch-rebalance`.
+    fn rebalance(&self) {
+        let moved = {
+            let mut book = self.book();
+            for link in &self.links {
+                book.set_live_sessions(link.index, link.live_sessions(Instant::now()));
+            }
+            book.rebalance()
         };
-        LinkEnd::Lost {
-            reason,
-            registered_for,
+        if let Some((from, to)) = moved {
+            tracing::info!(from = %self.links[from].addr, to = %self.links[to].addr,
+                "rebalancing: one slot moves to the orchestrator whose share is full");
+            self.book_changed.send_modify(|generation| *generation += 1);
         }
     }
 
-    fn register_request(&self) -> RegisterRequest {
-        let bits = self.config.capabilities.to_bitstring();
-        RegisterRequest {
-            secret: self.config.secret.to_string(),
-            capacity: self.config.capacity as i64,
-            capabilities: Some(Capabilities {
-                bitstring: bits,
-                mandatories: Vec::new(),
-                // As go-livepeer: 1 per capability (not used for scheduling).
-                capacities: self.config.capabilities.iter().map(|c| (c, 1)).collect(),
-                version: self.config.version.clone(),
-                constraints: Some(capabilities::Constraints::default()),
-            }),
-        }
+    fn book(&self) -> std::sync::MutexGuard<'_, ShareBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// TCP (with keep-alive) and TLS (ALPN h2) to the orchestrator, and a
-    /// gRPC channel over it with HTTP/2 PINGs.
-    async fn connect(&self) -> Result<TranscoderClient<tonic::transport::Channel>, String> {
-        let orchestrator = self.config.orchestrator.clone();
-        let tls = Arc::new(crate::tls::unverified_client_config(
-            self.config.cert_pin,
-            &[b"h2"],
+    /// Changes the book and tells every link.
+    fn update_book(&self, change: impl FnOnce(&mut ShareBook)) {
+        let total = {
+            let mut book = self.book();
+            change(&mut book);
+            book.registered_total()
+        };
+        self.remote_metrics.capacity.set(total as i64);
+        self.remote_metrics.registered.set(i64::from(
+            self.links
+                .iter()
+                .any(|link| link.state() == LinkState::Registered),
         ));
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let orchestrator = orchestrator.clone();
-            let tls = tls.clone();
-            async move {
-                let tcp =
-                    tokio::net::TcpStream::connect((orchestrator.host.as_str(), orchestrator.port))
-                        .await?;
-                tcp.set_nodelay(true)?;
-                let (idle, interval, retries) = TCP_KEEPALIVE;
-                socket2::SockRef::from(&tcp).set_tcp_keepalive(
-                    &socket2::TcpKeepalive::new()
-                        .with_time(idle)
-                        .with_interval(interval)
-                        .with_retries(retries),
-                )?;
-                let name = rustls::pki_types::ServerName::try_from(orchestrator.host.clone())
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let tls = tokio_rustls::TlsConnector::from(tls)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        });
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.config.orchestrator))
-            .map_err(|e| format!("--orch-addr {}: {e}", self.config.orchestrator))?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(self.config.ping_interval)
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let channel = endpoint
-            .connect_with_connector(connector)
-            .await
-            .map_err(|e| describe_transport_error(&e))?;
-        Ok(TranscoderClient::new(channel)
-            .max_decoding_message_size(crate::protocol::limits::MAX_GRPC_MESSAGE_BYTES))
+        self.book_changed.send_modify(|generation| *generation += 1);
     }
 
-    fn dispatch(self: &Arc<Self>, notify: NotifySegment, tasks: &mut JoinSet<()>) {
+    fn set_state(&self, link: &Link, state: LinkState) {
+        let registered = state == LinkState::Registered;
+        self.remote_metrics
+            .orchestrator_registered
+            .with_label_values(&[&link.label])
+            .set(i64::from(registered));
+        link.set_state(state);
+        self.remote_metrics.registered.set(i64::from(
+            self.links
+                .iter()
+                .any(|link| link.state() == LinkState::Registered),
+        ));
+    }
+
+    fn dispatch(self: &Arc<Self>, link: &Link, notify: NotifySegment, tasks: &mut JoinSet<()>) {
+        let index = link.index;
         match read_notification(&notify, &self.config.capabilities, &self.config.version) {
             Notification::Teardown { session } => {
                 self.remote_metrics.teardowns.inc();
-                tracing::info!(%session, "session ended by the orchestrator");
-                self.end_session(&session, EndReason::Teardown);
+                tracing::info!(orchestrator = %link.addr, %session, "session ended by the orchestrator");
+                link.session_ended(&session);
+                self.end_session(link, &session, EndReason::Teardown);
             }
             Notification::Refused { task_id, error } => {
-                tracing::warn!(task = task_id, "task refused: {error}");
+                tracing::warn!(orchestrator = %link.addr, task = task_id, "task refused: {error}");
                 let this = self.clone();
+                link.task_started("");
                 tasks.spawn(async move {
-                    this.post_error_only(task_id, &error.to_string(), "error")
+                    this.post_error_only(index, task_id, &error.to_string(), "error")
                         .await;
                 });
             }
             Notification::Task(task) => {
+                link.task_started(&task.session);
                 if self.draining.load(Ordering::Acquire) {
                     let this = self.clone();
                     tasks.spawn(async move {
-                        this.post_error_only(task.task_id, "transcoder is shutting down", "busy")
-                            .await;
+                        this.post_error_only(
+                            index,
+                            task.task_id,
+                            "transcoder is shutting down",
+                            "busy",
+                        )
+                        .await;
                     });
                     return;
                 }
                 let key = if task.session.is_empty() {
                     StreamKey::unique()
                 } else {
-                    StreamKey::new(&task.session)
+                    StreamKey::new(&link.session_key(&task.session))
                 };
                 match self.workers.admit(&key) {
                     Ok(ticket) => {
-                        tasks.spawn(self.clone().run_task(task, ticket));
+                        tasks.spawn(self.clone().run_task(index, task, key, ticket));
                     }
                     Err(refusal) => {
                         let text = match refusal {
@@ -595,10 +544,11 @@ impl RemoteTranscoder {
                                 "transcoder busy: this session already has {queued} tasks waiting"
                             ),
                         };
-                        tracing::warn!(task = task.task_id, session = %task.session, "{text}");
+                        tracing::warn!(orchestrator = %link.addr, task = task.task_id, session = %task.session, "{text}");
                         let this = self.clone();
                         tasks.spawn(async move {
-                            this.post_error_only(task.task_id, &text, "busy").await;
+                            this.post_error_only(index, task.task_id, &text, "busy")
+                                .await;
                         });
                     }
                 }
@@ -606,11 +556,11 @@ impl RemoteTranscoder {
         }
     }
 
-    fn end_session(&self, session: &str, reason: EndReason) {
+    fn end_session(&self, link: &Link, session: &str, reason: EndReason) {
         if session.is_empty() {
             return;
         }
-        let key = StreamKey::new(session);
+        let key = StreamKey::new(&link.session_key(session));
         if !self.sessions.end(&key, reason) {
             // Not live here (never seen, or already ended): whatever the
             // backend may still hold for it goes too.
@@ -622,29 +572,39 @@ impl RemoteTranscoder {
         self.sessions.sweep(Instant::now());
     }
 
-    async fn post_error_only(&self, task_id: i64, text: &str, result: &str) {
-        let upload = upload::error(&self.config.secret, task_id, text);
-        let outcome = self.post(upload).await;
+    /// Counts a task's result, rig-wide and for its orchestrator.
+    fn count_task(&self, link: &Link, result: &str) {
+        self.remote_metrics.tasks.with_label_values(&[result]).inc();
+        self.remote_metrics
+            .orchestrator_tasks
+            .with_label_values(&[&link.label, result])
+            .inc();
+    }
+
+    async fn post_error_only(&self, index: usize, task_id: i64, text: &str, result: &str) {
+        let link = &self.links[index];
+        let upload = upload::error(&link.secret, task_id, text);
+        let outcome = self.post(link, upload).await;
         let result = if outcome.is_ok() {
             result
         } else {
             "upload_failed"
         };
-        self.remote_metrics.tasks.with_label_values(&[result]).inc();
+        self.count_task(link, result);
+        link.task_done();
         if let Err(e) = outcome {
-            tracing::warn!(task = task_id, "posting the error result failed: {e}");
+            tracing::warn!(orchestrator = %link.addr, task = task_id, "posting the error result failed: {e}");
         }
     }
 
-    async fn run_task(self: Arc<Self>, task: Task, ticket: Ticket) {
+    async fn run_task(self: Arc<Self>, index: usize, task: Task, key: StreamKey, ticket: Ticket) {
+        let link = &self.links[index];
         let started = Instant::now();
         self.remote_metrics.tasks_in_flight.inc();
         if !task.session.is_empty() {
-            let event = self
-                .sessions
-                .segment(&StreamKey::new(&task.session), task.force_session_reinit);
+            let event = self.sessions.segment(&key, task.force_session_reinit);
             if event == SessionEvent::Renewed {
-                tracing::info!(session = %task.session, "ForceSessionReinit: the session starts afresh");
+                tracing::info!(orchestrator = %link.addr, session = %task.session, "ForceSessionReinit: the session starts afresh");
             }
         }
         // The slot is free once the transcode has returned (the ticket is
@@ -654,20 +614,20 @@ impl RemoteTranscoder {
         let outcome = self.download_and_transcode(&task, ticket).await;
         let upload = match &outcome {
             Ok(transcoded) => upload::renditions(
-                &self.config.secret,
+                &link.secret,
                 task.task_id,
                 transcoded,
                 &upload::random_boundary(),
             ),
             Err(failure) => {
                 if failure.ends_session {
-                    self.end_session(&task.session, EndReason::Error);
+                    self.end_session(link, &task.session, EndReason::Error);
                 }
-                upload::error(&self.config.secret, task.task_id, &failure.text)
+                upload::error(&link.secret, task.task_id, &failure.text)
             }
         };
         let upload_started = Instant::now();
-        let posted = self.post(upload).await;
+        let posted = self.post(link, upload).await;
         self.remote_metrics
             .task_seconds
             .with_label_values(&["upload"])
@@ -684,20 +644,22 @@ impl RemoteTranscoder {
             (Ok(_), Ok(())) => "ok",
             (Err(_), Ok(())) => "error",
         };
-        self.remote_metrics.tasks.with_label_values(&[result]).inc();
+        self.count_task(link, result);
+        link.task_done();
         let late = started.elapsed() > task.deadline();
+        let orchestrator = &link.addr;
         match (&outcome, &posted) {
             (_, Err(e)) => {
-                tracing::warn!(task = task.task_id, session = %task.session, seq = task.seq,
+                tracing::warn!(%orchestrator, task = task.task_id, session = %task.session, seq = task.seq,
                 profiles = %profiles.join(","), seconds, result, "task result not delivered: {e}")
             }
             (Err(failure), Ok(())) => {
-                tracing::info!(task = task.task_id, session = %task.session, seq = task.seq,
+                tracing::info!(%orchestrator, task = task.task_id, session = %task.session, seq = task.seq,
                 profiles = %profiles.join(","), seconds, result, error = %failure.text,
                 cause = %failure.cause, late, "task")
             }
             (Ok(_), Ok(())) => {
-                tracing::info!(task = task.task_id, session = %task.session, seq = task.seq,
+                tracing::info!(%orchestrator, task = task.task_id, session = %task.session, seq = task.seq,
                 profiles = %profiles.join(","), seconds, result, late, "task")
             }
         }
@@ -813,8 +775,8 @@ impl RemoteTranscoder {
     }
 
     /// POSTs one result to `https://<orch-addr>/transcodeResults` over HTTP/2.
-    async fn post(&self, upload: ResultUpload) -> Result<(), String> {
-        let url = format!("https://{}/transcodeResults", self.config.orchestrator);
+    async fn post(&self, link: &Link, upload: ResultUpload) -> Result<(), String> {
+        let url = format!("https://{}/transcodeResults", link.addr);
         let length = upload.body_len();
         let mut request = self
             .orchestrator_http
@@ -845,15 +807,64 @@ impl RemoteTranscoder {
         }
     }
 
-    /// Ok while registered and taking tasks, else why not (`/readyz`).
+    /// Ok while registered with at least one orchestrator and taking
+    /// tasks, else why not, per orchestrator (`/readyz`).
     pub fn readiness(&self) -> Result<(), String> {
-        self.state().readiness()
+        if self.links.len() == 1 {
+            return self.state().readiness();
+        }
+        let mut why = Vec::new();
+        for link in &self.links {
+            match link.state().readiness() {
+                Ok(()) if !self.draining.load(Ordering::Acquire) => return Ok(()),
+                Ok(()) => {}
+                Err(reason) => why.push(format!("{}: {reason}", link.addr)),
+            }
+        }
+        if self.draining.load(Ordering::Acquire) {
+            return Err("draining: shutting down".into());
+        }
+        Err(why.join("; "))
+    }
+
+    /// Each orchestrator's link for `/status`: state, share, target, weight,
+    /// tasks in flight, live sessions.
+    pub fn orchestrators(&self) -> serde_json::Value {
+        let book = self.book();
+        let now = Instant::now();
+        let links: Vec<serde_json::Value> = self
+            .links
+            .iter()
+            .map(|link| {
+                let state = link.state();
+                serde_json::json!({
+                    "orchestrator": link.label,
+                    "state": state.name(),
+                    "why": state.readiness().err(),
+                    "share": book.registered(link.index),
+                    "target": book.target(link.index),
+                    "weight": self.config.orchestrators[link.index].weight,
+                    "in_flight": link.in_flight(),
+                    "live_sessions": link.live_sessions(now),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "capacity": book.total(),
+            "registered": book.registered_total(),
+            "rebalance_seconds": self.config.rebalance.map(|d| d.as_secs()),
+            "links": links,
+        })
     }
 }
 
 impl crate::segment::Readiness for RemoteTranscoder {
     fn readiness(&self) -> Result<(), String> {
         RemoteTranscoder::readiness(self)
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        Some(self.orchestrators())
     }
 }
 
