@@ -58,11 +58,17 @@ struct Orchestrator {
 
 impl Orchestrator {
     fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with_secret(dir, port, SECRET)
+    }
+
+    /// One with its own secret, its results in its own folder of `dir`.
+    fn start_with_secret(dir: &Path, port: u16, secret: &str) -> Self {
         let results = dir.join("results");
         std::fs::create_dir_all(&results).unwrap();
+        let results = tempfile::tempdir_in(&results).unwrap().keep();
         let mut child = Command::new(python())
             .arg(interop("ot_orchestrator.py"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--secret", SECRET])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--secret", secret])
             .arg("--results-dir")
             .arg(&results)
             .stdin(Stdio::piped())
@@ -1064,4 +1070,308 @@ fn an_hevc_task_from_a_go_livepeer_style_orchestrator() {
         );
     }
     orch.assert_no_violations();
+}
+
+/// The `details` of the rig's `/status`: each orchestrator's link.
+fn links(transcoder: &RemoteTranscoder) -> Vec<Value> {
+    let (status, body) = transcoder.get("/status");
+    assert_eq!(status, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    status["details"]["links"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The link to `orch` in `/status`.
+fn link(transcoder: &RemoteTranscoder, orch: &Orchestrator) -> Value {
+    links(transcoder)
+        .into_iter()
+        .find(|l| l["orchestrator"] == orch.addr())
+        .unwrap_or_else(|| panic!("no link to {}", orch.addr()))
+}
+
+/// A counter's value in a Prometheus text page (0 when absent).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The capacity of `orch`'s latest registration, once it is `capacity`.
+fn wait_share(orch: &mut Orchestrator, capacity: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let latest = orch.cmd(json!({"cmd": "wait_registration", "count": 1, "timeout": 1}));
+        if latest["ok"] == true && latest["capacity"] == capacity && latest["connected"] == true {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{} did not get a registration of {capacity} within {within:?}: {latest}",
+            orch.addr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Tasks of distinct sessions sent at once, then every result: none busy.
+fn serve_sessions(orch: &mut Orchestrator, sessions: &[&str], seq: i64) {
+    let short = corpus(SHORT);
+    let ids: Vec<i64> = sessions
+        .iter()
+        .map(|session| {
+            orch.send(json!({"segment_file": short.to_str().unwrap(), "session": session,
+                "seq": seq, "duration_ms": 1250, "profiles": [p("P144p30fps16x9", 256, 144, 400_000, 30)]}))
+        })
+        .collect();
+    for id in ids {
+        let result = orch.result(id);
+        assert_eq!(
+            result["kind"],
+            "renditions",
+            "task {id} on {}: {result}",
+            orch.addr()
+        );
+    }
+}
+
+/// The "done when": `--orch-addr A,B --max-sessions 4` registers 2
+/// and 2 with two independent go-livepeer-style orchestrators (each with
+/// its own secret) and serves both; A is killed with -9 while a task of
+/// its is running, and B's registration carries 4 within 15 s and serves
+/// four sessions at once; when A returns on the same port it gets its 2
+/// back and B goes back to 2, once B's live sessions fit in 2 (two end).
+/// No task is refused as busy throughout.
+#[test]
+fn a_rig_splits_between_two_orchestrators_fails_over_and_takes_the_share_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Orchestrator::start_with_secret(dir.path(), 0, "secret of a");
+    let mut b = Orchestrator::start_with_secret(dir.path(), 0, "secret of b");
+    let a_port = a.port;
+    let secrets = format!("{}=secret of a,{}=secret of b", a.addr(), b.addr());
+    let transcoder = RemoteTranscoder::start(
+        &format!("{},{}", a.addr(), b.addr()),
+        &secrets,
+        &["--max-sessions", "4"],
+    );
+    assert_eq!(a.wait_registration(1, 30)["capacity"], 2);
+    assert_eq!(b.wait_registration(1, 30)["capacity"], 2);
+    serve_sessions(&mut a, &["a0000001", "a0000002"], 0);
+    serve_sessions(&mut b, &["b0000001", "b0000002"], 0);
+    let shares: Vec<(Value, Value)> = links(&transcoder)
+        .iter()
+        .map(|l| (l["share"].clone(), l["state"].clone()))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            (json!(2), json!("registered")),
+            (json!(2), json!("registered"))
+        ]
+    );
+
+    // A dies with a 15 s segment in its rig's hands.
+    let long = corpus("go-livepeer/sample_1_360_15000.ts");
+    a.send(
+        json!({"segment_file": long.to_str().unwrap(), "session": "a0000003",
+        "duration_ms": 15_000, "profiles": [p("P240p30fps16x9", 426, 240, 600_000, 30)]}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let a_label = a.addr();
+    a.kill();
+    let took = wait_share(&mut b, 4, Duration::from_secs(15));
+    println!("B carries 4 {took:?} after A was killed");
+    serve_sessions(&mut b, &["b0000001", "b0000002", "b0000003", "b0000004"], 1);
+    wait_until("A's link reported down", Duration::from_secs(10), || {
+        let links = links(&transcoder);
+        links[0]["state"] == "backing_off" && links[0]["share"] == 0 && links[1]["share"] == 4
+    });
+    // The killed task's result had nowhere to go: counted, not lost silently.
+    wait_until(
+        "the killed orchestrator's task counted",
+        Duration::from_secs(30),
+        || {
+            let (_, metrics) = transcoder.get("/metrics");
+            counter(
+                &metrics,
+                &format!(
+                    "lpgpu_remote_orchestrator_tasks_total{{orchestrator=\"{a_label}\",result=\"upload_failed\"}}"
+                ),
+            ) == 1
+        },
+    );
+
+    // A comes back on the same port while B has four live sessions: B
+    // keeps its four until they fit the smaller share, and A waits.
+    let mut a = Orchestrator::start_with_secret(dir.path(), a_port, "secret of a");
+    wait_until("A waits for capacity", Duration::from_secs(20), || {
+        let links = links(&transcoder);
+        links[0]["state"] == "standby" && links[0]["target"] == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        link(&transcoder, &b)["share"],
+        4,
+        "B's sessions are not stranded"
+    );
+    // Two of B's streams end: the other two fit, B gives back 2, A has 2.
+    for session in ["b0000003", "b0000004"] {
+        b.ok(json!({"cmd": "teardown", "session": session}));
+    }
+    let took = wait_share(&mut a, 2, Duration::from_secs(30));
+    println!("A has its share back {took:?} after its restart");
+    wait_share(&mut b, 2, Duration::from_secs(10));
+    serve_sessions(&mut a, &["a0000004", "a0000005"], 0);
+    serve_sessions(&mut b, &["b0000001", "b0000002"], 2);
+    let (_, metrics) = transcoder.get("/metrics");
+    assert!(!metrics.contains("result=\"busy\""), "{metrics}");
+    let b_label = b.addr();
+    assert!(
+        counter(
+            &metrics,
+            &format!("lpgpu_remote_orchestrator_moves_total{{orchestrator=\"{b_label}\"}}")
+        ) >= 2,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "lpgpu_remote_capacity"),
+        4,
+        "the registered total is the capacity"
+    );
+    let log = transcoder.log.lock().unwrap().clone();
+    assert!(log.contains("share moved"), "one log line per move");
+    // What each move cost, for docs/BENCHMARKS.md (not asserted: timing).
+    for line in metrics.lines() {
+        if line.starts_with("lpgpu_remote_move_seconds_sum")
+            || line.starts_with("lpgpu_remote_move_seconds_count")
+        {
+            println!("{line}");
+        }
+    }
+    a.assert_no_violations();
+    b.assert_no_violations();
+}
+
+/// Weights, secrets from a file, and an orchestrator that refuses the
+/// secret: it is tried once, reported in `/status`, and its share goes to
+/// the others, which keep working.
+#[test]
+fn weights_and_a_refusing_orchestrator_among_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Orchestrator::start_with_secret(dir.path(), 0, "alpha");
+    let mut b = Orchestrator::start_with_secret(dir.path(), 0, "beta");
+    let mut c = Orchestrator::start_with_secret(dir.path(), 0, "gamma");
+    let secrets = dir.path().join("secrets");
+    std::fs::write(
+        &secrets,
+        format!(
+            "# one line per orchestrator\n{}=alpha\n{}=beta\n\n{}=not gamma\n",
+            a.addr(),
+            b.addr(),
+            c.addr()
+        ),
+    )
+    .unwrap();
+    let transcoder = RemoteTranscoder::start(
+        &format!("{},{},{}", a.addr(), b.addr(), c.addr()),
+        secrets.to_str().unwrap(),
+        &[
+            "--backend",
+            "echo",
+            "--max-sessions",
+            "4",
+            "--orch-weight",
+            &format!("{}=3", a.addr()),
+        ],
+    );
+    // 3:1:1 over 4 slots is 2,1,1; without C it is 3,1.
+    wait_share(&mut a, 3, Duration::from_secs(20));
+    wait_share(&mut b, 1, Duration::from_secs(20));
+    wait_until("C reported as refused", Duration::from_secs(10), || {
+        let c_link = link(&transcoder, &c);
+        c_link["state"] == "refused"
+            && c_link["why"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid secret")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let tried = c.ok(json!({"cmd": "registrations"}));
+    assert_eq!(tried["attempts"], 1, "a refusal is not retried: {tried}");
+    assert_eq!(tried["accepted"], 0);
+    assert_eq!(transcoder.get("/readyz").0, 200, "the others serve");
+    serve_sessions(&mut a, &["a0000001", "a0000002", "a0000003"], 0);
+    serve_sessions(&mut b, &["b0000001"], 0);
+    let (_, metrics) = transcoder.get("/metrics");
+    assert!(!metrics.contains("result=\"busy\""), "{metrics}");
+    a.assert_no_violations();
+    b.assert_no_violations();
+}
+
+/// `--orch-rebalance`: A's two sessions fill its share while B's share
+/// idles; the next rebalance moves a slot to A (3 and 1), re-registering
+/// both at a quiet moment, and no task runs late or is refused.
+#[test]
+fn shares_follow_demand_with_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Orchestrator::start(dir.path(), 0);
+    let mut b = Orchestrator::start(dir.path(), 0);
+    let transcoder = RemoteTranscoder::start(
+        &format!("{},{}", a.addr(), b.addr()),
+        SECRET,
+        &[
+            "--backend",
+            "echo",
+            "--max-sessions",
+            "4",
+            "--orch-rebalance",
+            "10",
+        ],
+    );
+    assert_eq!(a.wait_registration(1, 30)["capacity"], 2);
+    assert_eq!(b.wait_registration(1, 30)["capacity"], 2);
+    serve_sessions(&mut a, &["a0000001", "a0000002"], 0);
+    wait_share(&mut a, 3, Duration::from_secs(30));
+    wait_share(&mut b, 1, Duration::from_secs(10));
+    serve_sessions(&mut a, &["a0000001", "a0000002", "a0000003"], 1);
+    serve_sessions(&mut b, &["b0000001"], 0);
+    let (_, metrics) = transcoder.get("/metrics");
+    assert!(!metrics.contains("result=\"busy\""), "{metrics}");
+    for orch in [&mut a, &mut b] {
+        orch.assert_no_violations();
+    }
+}
+
+/// One slot, two orchestrators: the first registers, the second waits as a
+/// standby (not even a registration attempt) and takes the slot when the
+/// first is gone; when the first returns, the standby steps back.
+#[test]
+fn with_fewer_slots_than_orchestrators_the_rest_wait_as_standbys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Orchestrator::start(dir.path(), 0);
+    let mut b = Orchestrator::start(dir.path(), 0);
+    let a_port = a.port;
+    let transcoder = RemoteTranscoder::start(
+        &format!("{},{}", a.addr(), b.addr()),
+        SECRET,
+        &["--backend", "echo", "--max-sessions", "1"],
+    );
+    assert_eq!(a.wait_registration(1, 30)["capacity"], 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(b.ok(json!({"cmd": "registrations"}))["attempts"], 0);
+    assert_eq!(link(&transcoder, &b)["state"], "standby");
+    a.kill();
+    wait_share(&mut b, 1, Duration::from_secs(15));
+    serve_sessions(&mut b, &["b0000001"], 0);
+    b.ok(json!({"cmd": "teardown", "session": "b0000001"}));
+    let mut a = Orchestrator::start(dir.path(), a_port);
+    wait_share(&mut a, 1, Duration::from_secs(30));
+    wait_until("B steps back", Duration::from_secs(10), || {
+        b.ok(json!({"cmd": "registrations"}))["open"] == 0
+    });
+    serve_sessions(&mut a, &["a0000001"], 0);
+    assert_eq!(link(&transcoder, &b)["state"], "standby");
 }

@@ -7,9 +7,9 @@
 //! no task in flight, a second `RegisterTranscoder` call with the new
 //! capacity goes out on the same HTTP/2 connection, and the old call is
 //! cancelled as soon as the new one is accepted and no task is running on
-//! either. The orchestrator sees both registrations for that moment (a
-//! round trip, or the one-second acceptance grace when it sends no headers
-//! until its first notification); the old registration's sessions move to
+//! either. The orchestrator sees both registrations for that moment (its
+//! answer, or a 250 ms grace when it sends no headers until its first
+//! notification, as grpc-go does); the old registration's sessions move to
 //! the new one at their next segment, as go-livepeer moves the sessions of
 //! any transcoder that disconnects. A task notified on the old call in that
 //! moment is served, and the old call is cancelled only after it posts.
@@ -37,6 +37,17 @@ use super::{
 use crate::proto::transcoder_client::TranscoderClient;
 use crate::proto::{Capabilities, NotifySegment, RegisterRequest, capabilities};
 use crate::session::SESSION_IDLE;
+
+/// A move's new registration, not refused within this long, stands: the
+/// secret was accepted on this connection already, and HTTP/2 delivers the
+/// new call before the old one's cancellation, so this only covers the
+/// orchestrator's own processing (an orchestrator that answers at once,
+/// or sends a task on it, ends the wait sooner).
+const MOVE_GRACE: Duration = Duration::from_millis(250);
+
+/// How long a smaller share waits for the orchestrator's live sessions to
+/// fit it: past 70 s without a segment a session has ended anyway.
+const SHRINK_PATIENCE: Duration = Duration::from_secs(90);
 
 type Client = TranscoderClient<tonic::transport::Channel>;
 type Notifications = tonic::Streaming<NotifySegment>;
@@ -279,24 +290,18 @@ impl RemoteTranscoder {
         // Reserved before the call, so no other link can take it meanwhile.
         self.update_book(|book| book.set_registered(index, current));
         let mut registering = self.register(link, &client, current);
-        let mut announced = false;
-        let response = loop {
-            tokio::select! {
-                response = &mut registering => break response,
-                _ = tokio::time::sleep(REGISTRATION_GRACE), if !announced => {
-                    announced = true;
-                    self.registered(link, current, registrations);
-                }
-                _ = until_stopped(stopped) => return LinkEnd::Shutdown,
-            }
+        // An orchestrator may send no headers until its first task: a call
+        // not refused within the grace is registered, and its answer is
+        // read with its first notification.
+        let mut stream = tokio::select! {
+            response = &mut registering => match response {
+                Ok(stream) => Registration::Open(Box::new(stream)),
+                Err(status) => return classify(status, Duration::ZERO),
+            },
+            _ = tokio::time::sleep(REGISTRATION_GRACE) => Registration::Pending(registering),
+            _ = until_stopped(stopped) => return LinkEnd::Shutdown,
         };
-        let mut stream = match response {
-            Ok(stream) => Registration::Open(Box::new(stream)),
-            Err(status) => return classify(status, Duration::ZERO),
-        };
-        if !announced {
-            self.registered(link, current, registrations);
-        }
+        self.registered(link, current, registrations);
         let since = Instant::now();
         let mut sweep = tokio::time::interval(SESSION_SWEEP);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -305,6 +310,16 @@ impl RemoteTranscoder {
         let mut moving: Option<(Registration, usize, tokio::time::Instant)> = None;
         // The registration a move replaced, kept until no task runs.
         let mut replaced: Option<Registration> = None;
+        // When a smaller share was first wanted (it waits for sessions to end).
+        let mut shrink_since: Option<Instant> = None;
+        let mut shrink_announced = false;
+        let mut shrink_overdue = false;
+        // When a different share was first wanted while tasks ran.
+        let mut wanted_since: Option<Instant> = None;
+        // When the latest move's registration went out, and so when the
+        // orchestrator began to see two (until the replaced one closes).
+        let mut move_started = Instant::now();
+        let mut replaced_since = move_started;
         loop {
             if drain_deadline.is_some() && tasks.is_empty() {
                 // Dropping the stream unregisters (the call is cancelled).
@@ -312,10 +327,50 @@ impl RemoteTranscoder {
             }
             if replaced.is_some() && link.in_flight() == 0 {
                 replaced = None;
+                let overlap = replaced_since.elapsed();
+                self.observe_move("overlap", overlap);
+                tracing::info!(orchestrator = %link.addr, overlap_ms = overlap.as_millis() as u64,
+                    "the replaced registration is closed");
                 self.update_book(|book| book.set_registered(index, current));
             }
             if moving.is_none() && replaced.is_none() && drain_deadline.is_none() {
-                let wanted = self.wanted(index, current);
+                let mut wanted = self.wanted(index, current);
+                if wanted < current {
+                    // A smaller share must not strand the orchestrator's
+                    // live sessions (go-livepeer would have nowhere to put
+                    // them): wait for them to end, within reason.
+                    let live = link.live_sessions(Instant::now());
+                    let since = *shrink_since.get_or_insert_with(Instant::now);
+                    if live > wanted && since.elapsed() < SHRINK_PATIENCE {
+                        if !shrink_announced {
+                            shrink_announced = true;
+                            tracing::info!(orchestrator = %link.addr, live, from = current, to = wanted,
+                                "giving back capacity once its sessions fit the smaller share");
+                        }
+                        wanted = current;
+                    } else if live > wanted && !shrink_overdue {
+                        shrink_overdue = true;
+                        tracing::warn!(orchestrator = %link.addr, live, from = current, to = wanted,
+                            "sessions still live after {} s: the smaller share is registered anyway; they move at their next segment",
+                            SHRINK_PATIENCE.as_secs());
+                    }
+                } else {
+                    shrink_since = None;
+                    shrink_announced = false;
+                    shrink_overdue = false;
+                }
+                if wanted == current {
+                    wanted_since = None;
+                } else if link.in_flight() > 0 {
+                    // Waits for a quiet moment; how long is measured.
+                    wanted_since.get_or_insert_with(Instant::now);
+                }
+                if wanted != current && link.in_flight() == 0 {
+                    let waited = wanted_since
+                        .take()
+                        .map_or(Duration::ZERO, |at| at.elapsed());
+                    self.observe_move("wait", waited);
+                }
                 if wanted == 0 && link.in_flight() == 0 {
                     tracing::info!(orchestrator = %link.addr, from = current, to = 0,
                         "share moved: this orchestrator becomes a standby");
@@ -327,8 +382,12 @@ impl RemoteTranscoder {
                 if wanted > 0 && wanted != current && link.in_flight() == 0 {
                     self.update_book(|book| book.set_registered(index, current.max(wanted)));
                     let call = Registration::Pending(self.register(link, &client, wanted));
-                    let grace = tokio::time::Instant::now() + REGISTRATION_GRACE;
+                    let grace = tokio::time::Instant::now() + MOVE_GRACE;
                     moving = Some((call, wanted, grace));
+                    move_started = Instant::now();
+                    shrink_since = None;
+                    shrink_announced = false;
+                    shrink_overdue = false;
                 }
             }
             let deadline = drain_deadline.unwrap_or_else(far_future);
@@ -356,7 +415,10 @@ impl RemoteTranscoder {
                 message = next_of(&mut replaced) => match message {
                     Some(notify) => self.dispatch(link, notify, tasks),
                     // The old registration ended by itself: nothing to cancel.
-                    None => replaced = None,
+                    None => {
+                        replaced = None;
+                        self.update_book(|book| book.set_registered(index, current));
+                    }
                 },
                 message = next_of_move(&mut moving) => {
                     let Some((registration, to, _)) = moving.take() else { continue };
@@ -365,6 +427,7 @@ impl RemoteTranscoder {
                             // Its first task: the new registration stands.
                             self.moved(link, current, to);
                             replaced = Some(std::mem::replace(&mut stream, registration));
+                            replaced_since = move_started;
                             current = to;
                             self.dispatch(link, notify, tasks);
                         }
@@ -380,6 +443,7 @@ impl RemoteTranscoder {
                     if let Some((registration, to, _)) = moving.take() {
                         self.moved(link, current, to);
                         replaced = Some(std::mem::replace(&mut stream, registration));
+                        replaced_since = move_started;
                         current = to;
                     }
                 }
@@ -404,6 +468,13 @@ impl RemoteTranscoder {
                 }
             }
         }
+    }
+
+    fn observe_move(&self, phase: &str, took: Duration) {
+        self.remote_metrics
+            .move_seconds
+            .with_label_values(&[phase])
+            .observe(took.as_secs_f64());
     }
 
     fn count_move(&self, link: &Link) {

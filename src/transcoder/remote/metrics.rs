@@ -38,6 +38,9 @@ pub struct RemoteMetrics {
     pub orchestrator_reconnects: IntCounterVec,
     /// Per orchestrator: re-registrations that changed its share.
     pub orchestrator_moves: IntCounterVec,
+    /// Seconds per move phase: wait (for no task in flight), overlap (both
+    /// registrations open).
+    pub move_seconds: HistogramVec,
 }
 
 impl RemoteMetrics {
@@ -122,6 +125,17 @@ impl RemoteMetrics {
                 "lpgpu_remote_orchestrator_moves_total",
                 "Re-registrations with this orchestrator that changed its share.",
                 &["orchestrator"],
+            )?,
+            move_seconds: r.add(
+                "lpgpu_remote_move_seconds",
+                HistogramVec::new(
+                    Metrics::seconds_opts(
+                        "lpgpu_remote_move_seconds",
+                        "Seconds per share move phase: wait (for no task in flight), overlap (both registrations open).",
+                    ),
+                    &["phase"],
+                )
+                .expect("valid metric"),
             )?,
         })
     }
