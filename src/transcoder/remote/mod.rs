@@ -1,18 +1,21 @@
 //! The dial-out remote-transcoder mode (`lpgpu transcoder --orch-addr`): a
 //! drop-in for go-livepeer's `livepeer -transcoder` (`spec/ot-protocol.md`).
-//! It registers with an orchestrator over gRPC (TLS, certificate unchecked
-//! or pinned), is pushed `NotifySegment`s on that stream, GETs each
-//! segment, transcodes it on the configured backend off the async executor,
-//! and POSTs exactly one result to `/transcodeResults` over HTTP/2.
+//! It registers with one or several orchestrators over gRPC (TLS,
+//! certificates unchecked or pinned), is pushed `NotifySegment`s on those
+//! streams, GETs each segment, transcodes it on the configured backend off
+//! the async executor, and POSTs exactly one result to the orchestrator
+//! that sent it, at `/transcodeResults` over HTTP/2.
 //!
 //! The protocol's rules are plain code beside this file: [`task`] reads a
 //! notification, [`crate::session`] keeps per-stream state, [`upload`] builds the
-//! result request, [`backoff`] schedules reconnection. This module is the
-//! I/O around them: the link (connect, register, read the stream, back off,
-//! drain on shutdown), the downloads and uploads, and admission (never more
-//! tasks at once than the capacity registered; the excess is answered with a
-//! busy error at once, since queueing past the orchestrator's deadline would
-//! get the whole transcoder evicted).
+//! result request, [`backoff`] schedules reconnection, [`flags`] reads the
+//! orchestrator list, and [`shares`] splits the capacity between the
+//! orchestrators. The `link` module is each orchestrator's link (connect,
+//! register with its share, move it, read the stream, back off, drain on
+//! shutdown); this module is the rest of the I/O: the downloads and
+//! uploads, and admission (never more tasks at once than the capacity; the
+//! excess is answered with a busy error at once, since queueing past the
+//! orchestrator's deadline would get the whole transcoder evicted).
 
 pub mod backoff;
 pub mod flags;
