@@ -137,13 +137,15 @@ pub fn summary(
                 })).collect::<Vec<_>>(),
             })
         };
-    let remote = (single(families, "lpgpu_remote_capacity").unwrap_or(0.0) > 0.0).then(|| {
-        json!({
-            "registered": single(families, "lpgpu_remote_registered").unwrap_or(0.0) > 0.0,
-            "capacity": single(families, "lpgpu_remote_capacity").unwrap_or(0.0),
-            "tasks_in_flight": single(families, "lpgpu_remote_tasks_in_flight").unwrap_or(0.0),
-        })
-    });
+    let remote = single(families, "lpgpu_remote_capacity")
+        .is_some()
+        .then(|| {
+            json!({
+                "registered": single(families, "lpgpu_remote_registered").unwrap_or(0.0) > 0.0,
+                "capacity": single(families, "lpgpu_remote_capacity").unwrap_or(0.0),
+                "tasks_in_flight": single(families, "lpgpu_remote_tasks_in_flight").unwrap_or(0.0),
+            })
+        });
     let (ready, why) = match ready {
         Ok(()) => (true, None),
         Err(why) => (false, Some(why)),
@@ -270,7 +272,7 @@ pub const PAGE: &str = r#"<!doctype html>
   <div class="card"><h2>Errors, last minute (codes)</h2><table id="errors"></table></div>
   <div class="card"><h2>GPUs</h2><table id="gpus"></table></div>
   <div class="card" id="poolcard" hidden><h2>Pool</h2><div><span id="members">0</span> members · <span id="retries">0</span> retries</div><table id="pool"></table></div>
-  <div class="card" id="remotecard" hidden><h2>Orchestrator link</h2><div id="remote"></div></div>
+  <div class="card" id="remotecard" hidden><h2>Orchestrator links</h2><div id="remote"></div><table id="links"></table></div>
 </div>
 <script>
 "use strict";
@@ -314,6 +316,9 @@ function render(s) {
   $("remotecard").hidden = !s.remote;
   if (s.remote) {
     text($("remote"), (s.remote.registered ? "registered" : "not registered") + " · capacity " + s.remote.capacity + " · " + s.remote.tasks_in_flight + " tasks in flight");
+    const links = (s.details && s.details.links) || [];
+    rows($("links"), ["orchestrator", "state", "share", "target", "in flight", "sessions"],
+      links.map((l) => [l.orchestrator, l.why ? l.state + ": " + l.why : l.state, l.share, l.target, l.in_flight, l.live_sessions]));
   }
   text($("updated"), "updated " + new Date().toLocaleTimeString());
   text($("error"), "");

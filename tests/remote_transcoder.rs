@@ -58,17 +58,25 @@ struct Orchestrator {
 
 impl Orchestrator {
     fn start(dir: &Path, port: u16) -> Self {
-        Self::start_with_secret(dir, port, SECRET)
+        Self::start_with(dir, port, SECRET, &[])
     }
 
-    /// One with its own secret, its results in its own folder of `dir`.
+    /// One with its own secret that places sessions as go-livepeer does
+    /// (`--enforce-capacity`: never more sessions on a registration than
+    /// it carries; a task with nowhere to go is counted in `no_capacity`).
     fn start_with_secret(dir: &Path, port: u16, secret: &str) -> Self {
+        Self::start_with(dir, port, secret, &["--enforce-capacity"])
+    }
+
+    /// Its results in its own folder of `dir`.
+    fn start_with(dir: &Path, port: u16, secret: &str, extra: &[&str]) -> Self {
         let results = dir.join("results");
         std::fs::create_dir_all(&results).unwrap();
         let results = tempfile::tempdir_in(&results).unwrap().keep();
         let mut child = Command::new(python())
             .arg(interop("ot_orchestrator.py"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--secret", secret])
+            .args(extra)
             .arg("--results-dir")
             .arg(&results)
             .stdin(Stdio::piped())
@@ -133,6 +141,12 @@ impl Orchestrator {
         self.ok(json!({"cmd": "results_count"}))["posted"]
             .as_u64()
             .unwrap()
+    }
+
+    /// No task found its orchestrator without room for its session.
+    fn assert_never_without_capacity(&mut self) {
+        let placement = self.ok(json!({"cmd": "placement"}));
+        assert_eq!(placement["no_capacity"], 0, "{placement}");
     }
 
     fn assert_no_violations(&mut self) {
@@ -1176,7 +1190,7 @@ fn a_rig_splits_between_two_orchestrators_fails_over_and_takes_the_share_back() 
     // A dies with a 15 s segment in its rig's hands.
     let long = corpus("go-livepeer/sample_1_360_15000.ts");
     a.send(
-        json!({"segment_file": long.to_str().unwrap(), "session": "a0000003",
+        json!({"segment_file": long.to_str().unwrap(), "session": "a0000001", "seq": 1,
         "duration_ms": 15_000, "profiles": [p("P240p30fps16x9", 426, 240, 600_000, 30)]}),
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -1253,6 +1267,8 @@ fn a_rig_splits_between_two_orchestrators_fails_over_and_takes_the_share_back() 
     }
     a.assert_no_violations();
     b.assert_no_violations();
+    a.assert_never_without_capacity();
+    b.assert_never_without_capacity();
 }
 
 /// Weights, secrets from a file, and an orchestrator that refuses the
@@ -1309,6 +1325,8 @@ fn weights_and_a_refusing_orchestrator_among_three() {
     assert!(!metrics.contains("result=\"busy\""), "{metrics}");
     a.assert_no_violations();
     b.assert_no_violations();
+    a.assert_never_without_capacity();
+    b.assert_never_without_capacity();
 }
 
 /// `--orch-rebalance`: A's two sessions fill its share while B's share
@@ -1317,8 +1335,8 @@ fn weights_and_a_refusing_orchestrator_among_three() {
 #[test]
 fn shares_follow_demand_with_rebalance() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Orchestrator::start(dir.path(), 0);
-    let mut b = Orchestrator::start(dir.path(), 0);
+    let mut a = Orchestrator::start_with_secret(dir.path(), 0, SECRET);
+    let mut b = Orchestrator::start_with_secret(dir.path(), 0, SECRET);
     let transcoder = RemoteTranscoder::start(
         &format!("{},{}", a.addr(), b.addr()),
         SECRET,
@@ -1342,6 +1360,7 @@ fn shares_follow_demand_with_rebalance() {
     assert!(!metrics.contains("result=\"busy\""), "{metrics}");
     for orch in [&mut a, &mut b] {
         orch.assert_no_violations();
+        orch.assert_never_without_capacity();
     }
 }
 
@@ -1351,8 +1370,8 @@ fn shares_follow_demand_with_rebalance() {
 #[test]
 fn with_fewer_slots_than_orchestrators_the_rest_wait_as_standbys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Orchestrator::start(dir.path(), 0);
-    let mut b = Orchestrator::start(dir.path(), 0);
+    let mut a = Orchestrator::start_with_secret(dir.path(), 0, SECRET);
+    let mut b = Orchestrator::start_with_secret(dir.path(), 0, SECRET);
     let a_port = a.port;
     let transcoder = RemoteTranscoder::start(
         &format!("{},{}", a.addr(), b.addr()),
@@ -1367,11 +1386,13 @@ fn with_fewer_slots_than_orchestrators_the_rest_wait_as_standbys() {
     wait_share(&mut b, 1, Duration::from_secs(15));
     serve_sessions(&mut b, &["b0000001"], 0);
     b.ok(json!({"cmd": "teardown", "session": "b0000001"}));
-    let mut a = Orchestrator::start(dir.path(), a_port);
+    let mut a = Orchestrator::start_with_secret(dir.path(), a_port, SECRET);
     wait_share(&mut a, 1, Duration::from_secs(30));
     wait_until("B steps back", Duration::from_secs(10), || {
         b.ok(json!({"cmd": "registrations"}))["open"] == 0
     });
     serve_sessions(&mut a, &["a0000001"], 0);
     assert_eq!(link(&transcoder, &b)["state"], "standby");
+    a.assert_never_without_capacity();
+    b.assert_never_without_capacity();
 }

@@ -14,7 +14,8 @@ http/1.1) carries, like go-livepeer's service port:
 Usage:
   ot_orchestrator.py --listen HOST:PORT --secret SECRET --results-dir DIR
                      [--cert-out FILE] [--cert-name NAME] [--eager-headers]
-                     [--first-task-id N] [--h2-window BYTES] [-v]
+                     [--first-task-id N] [--h2-window BYTES] [--enforce-capacity]
+                     [-v]
 
 It prints exactly one line `listening PORT` on stdout once ready, then reads
 JSON commands on stdin, one per line, and answers each with exactly one JSON
@@ -28,7 +29,9 @@ Commands ({"cmd": NAME, ...} -> {"ok": true, ...} or {"ok": false, "error": ...}
   send_task {segment_file, session, seq, duration_ms, profiles: [VideoProfile
       as JSON], profiles_field, url?, capabilities?, force_reinit,
       calc_perceptual_hash, segment_parameters? {from,to}, manifest_id?}
-                                        -> task_id (ok false: no transcoder)
+                                        -> task_id, registration (ok false: no
+      transcoder connected; with --enforce-capacity also "no transcoders
+      available" when every connected registration is full)
   wait_result {task_id, timeout}        -> kind renditions|error, error_text,
       pixels, headers, parts [{content_type, content_length, length, pixels,
       path}], elapsed_ms, late, http_version; {"ok":false,"error":"timeout"}
@@ -47,6 +50,11 @@ Commands ({"cmd": NAME, ...} -> {"ok": true, ...} or {"ok": false, "error": ...}
       (sessions not finished); {"ok":false,"error":"timeout",...the same} (or
       the send failure as error)
   teardown {session}                    -> sends NotifySegment{url "", session_id}
+  placement                             -> no_capacity (send_task / back_to_back
+      tasks refused for want of a registration with room, "no transcoder
+      connected" included), registrations [{registration, capacity,
+      connected, load, sessions: [ids, in placement order]}] for every
+      accepted registration (a disconnected one has load 0)
   end_stream {all?}                     -> ends the latest (or every) open
                                            registration stream, grpc-status 0
   violations                            -> every protocol violation seen
@@ -59,6 +67,31 @@ Where the spec leaves go-livepeer's behaviour open, this peer does as
 grpc-go would: gRPC response headers go out with the first notification (or
 as a trailers-only response), not when the registration is accepted
 (--eager-headers changes that).
+
+Placement. By default a task goes to the registration its session was last
+sent to while that one is connected, else to the latest connected
+registration, whatever its load. With --enforce-capacity it goes where the
+spec's "Time limits and capacity" says a go-livepeer orchestrator puts it:
+  * capacity counts sessions: a session holds one unit of load on one
+    registration (it is pinned there) while that registration is connected,
+    and a registration never holds more sessions than the capacity it
+    registered;
+  * a session that holds no registration (new, released, or its registration
+    disconnected) goes to the connected registration with the least load /
+    capacity that has room; ties go to the most recent registration (the
+    highest number, as the default placement's "latest connected");
+  * when every connected registration is full the task is refused with
+    "no transcoders available" (nothing is sent, the segment is not stored);
+    with none connected it is refused as by default ("no transcoder
+    connected"); both count in `no_capacity`;
+  * a session's load is released when its teardown is sent, when one of its
+    tasks gets an error result (from the registration it is pinned to), and
+    when its registration disconnects (end_stream, stream lost); it is placed
+    again at its next task.
+Capabilities are not compared, and a late task evicts nothing. Results are
+delivered by task id in both modes, whatever became of the registration that
+carried the task. Load is counted (and `placement` answers) in both modes;
+only the choice differs.
 """
 
 import argparse
@@ -76,6 +109,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 
 import h2.config
 import h2.connection
@@ -773,6 +807,7 @@ class Registration:
         self.min_version = caps.constraints.minVersion
         self.authority = call.authority
         self.connected = True
+        self.sessions = []              # sessions holding load here, in placement order
         self.outbox = asyncio.Queue()   # (kind, payload, task or None, future) | CLOSED
         self.sending = False            # the stream's writer is busy with an outbox item
 
@@ -803,16 +838,20 @@ class Task:
 
 
 class Orchestrator:
-    def __init__(self, secret, results_dir, host, port, eager_headers, first_task_id, h2_window):
+    def __init__(self, secret, results_dir, host, port, eager_headers, first_task_id, h2_window,
+                 enforce_capacity=False):
         self.secret, self.results_dir = secret, results_dir
         self.host, self.port = host, port
         self.eager_headers, self.h2_window = eager_headers, h2_window
+        self.enforce_capacity = enforce_capacity
         self.next_task_id = first_task_id
         self.registrations = []        # accepted, in order
         self.attempts = self.refused = 0
         self.registered = asyncio.Condition()
         self.tasks = {}
         self.pins = {}                 # session -> Registration it was sent to
+        self.holders = {}              # session -> Registration holding its load
+        self.no_capacity = 0           # tasks refused for want of a registration with room
         self.segments = {}             # URL path -> bytes
         self.downloads = []
         self.posted = 0
@@ -909,6 +948,7 @@ class Orchestrator:
             if reg.connected:
                 reg.connected = False
                 log.info("registration %d: stream lost", reg.number)
+            self.release_registration(reg)
             reg.outbox.put_nowait(CLOSED)
 
         call.stream.on_close.append(lost)
@@ -930,6 +970,7 @@ class Orchestrator:
                 try:
                     if kind == "end":
                         reg.connected = False
+                        self.release_registration(reg)
                         await call.finish(GRPC_OK)
                         future.set_result(True)
                         log.info("registration %d: stream ended by the orchestrator", reg.number)
@@ -944,6 +985,7 @@ class Orchestrator:
             log.info("registration %d: send failed: %r", reg.number, error)
         finally:
             reg.connected = False
+            self.release_registration(reg)
             while not reg.outbox.empty():
                 item = reg.outbox.get_nowait()
                 if item is not CLOSED and not item[3].done():
@@ -954,6 +996,63 @@ class Orchestrator:
             if reg.connected:
                 return reg
         return None
+
+    # ---- placement and load -----------------------------------------------
+
+    def place(self, session):
+        """The registration for a task of `session`, or an error answer (a
+        dict), counted in no_capacity. The caller takes the load there (see
+        take) once the task is built."""
+        if self.enforce_capacity:
+            reg = self.holders.get(session)
+            if reg is None or not reg.connected:
+                connected = [r for r in self.registrations if r.connected]
+                if not connected:
+                    self.no_capacity += 1
+                    return {"ok": False, "error": "no transcoder connected"}
+                free = [r for r in connected if len(r.sessions) < r.capacity]
+                if not free:
+                    self.no_capacity += 1
+                    log.info("session %s: no registration with room (%s)", session,
+                             ", ".join(f"{r.number}: {len(r.sessions)}/{r.capacity}" for r in connected))
+                    return {"ok": False, "error": "no transcoders available"}
+                # least load / capacity (exact), ties to the most recent registration
+                reg = min(free, key=lambda r: (Fraction(len(r.sessions), r.capacity), -r.number))
+        else:
+            reg = self.pins.get(session)
+            if reg is None or not reg.connected:   # a session stays on its transcoder while it is there
+                reg = self.latest_connected()
+            if reg is None:
+                self.no_capacity += 1
+                return {"ok": False, "error": "no transcoder connected"}
+        return reg
+
+    def take(self, session, reg):
+        """`session` holds its load on `reg` (moved from wherever it was)."""
+        old = self.holders.get(session)
+        if old is reg:
+            return
+        if old is not None:
+            old.sessions.remove(session)
+        reg.sessions.append(session)
+        self.holders[session] = reg
+        log.debug("session %s placed on registration %d (%d/%d)", session, reg.number, len(reg.sessions),
+                  reg.capacity)
+
+    def release(self, session, reg=None):
+        """`session` no longer holds load (only if it holds it on `reg`, when given)."""
+        old = self.holders.get(session)
+        if old is None or (reg is not None and old is not reg):
+            return
+        old.sessions.remove(session)
+        del self.holders[session]
+        log.debug("session %s released from registration %d", session, old.number)
+
+    def release_registration(self, reg):
+        """A registration disconnected: its sessions lose their load there."""
+        for session in reg.sessions:
+            self.holders.pop(session, None)
+        reg.sessions.clear()
 
     async def push(self, reg, kind, payload=None, task=None, timeout=10.0):
         """Queue a message (or the end) on a registration stream and wait until written."""
@@ -1107,6 +1206,10 @@ class Orchestrator:
         if task.result is not None:
             self.violation(f"task {task_id}: a second result (answered 200, dropped)")
             return
+        if record["kind"] == "error":
+            # go-livepeer drops a session whose segment failed: its load goes
+            # (unless it already moved to another registration).
+            self.release(task.session, task.registration)
         notified = task.notified_at or received_at
         record["elapsed_ms"] = int(round((received_at - notified) * 1000))
         record["late"] = received_at - notified > task.deadline_s
@@ -1222,11 +1325,9 @@ class Orchestrator:
         messages, else built from cmd["profiles"]. Returns (reg, task, note,
         url, field) or an error answer (a dict)."""
         session, seq = str(cmd["session"]), int(cmd.get("seq", 0))
-        reg = self.pins.get(session)
-        if reg is None or not reg.connected:   # a session stays on its transcoder while it is there
-            reg = self.latest_connected()
-        if reg is None:
-            return {"ok": False, "error": "no transcoder connected"}
+        reg = self.place(session)
+        if isinstance(reg, dict):
+            return reg
         if segment is None:
             segment = open(cmd["segment_file"], "rb").read()
         path = f"/stream/{session}/{seq}.tempfile"
@@ -1270,6 +1371,7 @@ class Orchestrator:
         note = pb.NotifySegment(url=url, segData=seg, taskId=task_id, profiles=b"invalid", orchId="offchain")
         task = Task(task_id, session, seq, duration_ms, profiles, seg.calc_perceptual_hash, reg)
         self.tasks[task_id] = task
+        self.take(session, reg)
         return reg, task, note, url, field
 
     async def command_send_task(self, cmd):
@@ -1281,6 +1383,7 @@ class Orchestrator:
             await self.push(reg, "msg", note.SerializeToString(), task)
         except (ConnectionError, asyncio.TimeoutError) as error:
             del self.tasks[task.id]
+            self.release(task.session, reg)
             return {"ok": False, "error": f"notification not sent: {error or type(error).__name__}"}
         self.pins[task.session] = reg
         log.info("task %d sent: session %s seq %d, %d profiles in %s, url %s", task.id, task.session, task.seq,
@@ -1303,6 +1406,7 @@ class Orchestrator:
 
     async def command_teardown(self, cmd):
         session = str(cmd["session"])
+        self.release(session)   # its load goes once the orchestrator ends it
         reg = self.pins.pop(session, None)
         if reg is None or not reg.connected:
             reg = self.latest_connected()
@@ -1328,6 +1432,12 @@ class Orchestrator:
             except (ConnectionError, asyncio.TimeoutError) as error:
                 return {"ok": False, "error": f"could not end the stream: {error or type(error).__name__}"}
         return {"ok": True, "ended": len(targets)}
+
+    async def command_placement(self, cmd):
+        return {"ok": True, "no_capacity": self.no_capacity,
+                "registrations": [{"registration": r.number, "capacity": r.capacity, "connected": r.connected,
+                                   "load": len(r.sessions), "sessions": list(r.sessions)}
+                                  for r in self.registrations]}
 
     async def command_violations(self, cmd):
         return {"ok": True, "violations": list(self.violations_list)}
@@ -1412,6 +1522,7 @@ class BackToBack:
             if f.cancelled() or f.exception() is not None:
                 task.on_answered = None
                 self.orch.tasks.pop(task.id, None)
+                self.orch.release(session, reg)
                 self.fail(session, f"notification not sent: {f.exception() if not f.cancelled() else 'cancelled'}")
         future.add_done_callback(sent)
 
@@ -1514,7 +1625,7 @@ async def amain(args):
             f.write(pem)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     orch = Orchestrator(args.secret, os.path.abspath(args.results_dir), url_host, 0, args.eager_headers,
-                        args.first_task_id, args.h2_window)
+                        args.first_task_id, args.h2_window, args.enforce_capacity)
     orch.cert_pem = pem
     server = await asyncio.start_server(orch.on_connection, host, int(port), ssl=context, reuse_address=True)
     orch.port = server.sockets[0].getsockname()[1]
@@ -1548,6 +1659,9 @@ def main():
     parser.add_argument("--first-task-id", type=int, default=0, help="the task counter's first value")
     parser.add_argument("--h2-window", type=int, default=1 << 20,
                         help="HTTP/2 receive window per stream and connection (65535 = the protocol default)")
+    parser.add_argument("--enforce-capacity", action="store_true",
+                        help="place sessions as go-livepeer does: least load / capacity, never over capacity "
+                             "(see the docstring)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,

@@ -20,7 +20,10 @@ deliberate 404s; busy and other errors classified; timeout and a late
 result; on one shared HTTP/2 connection the next notification comes right
 after the 200 answer, never before it), teardown (posts nothing),
 end_stream, re-registration, a client that goes away, restart on the same
-port, and exit 0 on quit and on EOF.
+port, and exit 0 on quit and on EOF; with --enforce-capacity, placement by
+load / capacity (ties to the latest registration), a refusal when every
+registration is full, load released by teardown, an error result and a
+disconnect, and a result still delivered after its registration left.
 
 Run: .venv/bin/python3 tests/interop/ot_orchestrator_selftest.py [-v]
      (a few seconds; -v shows the orchestrator's log)
@@ -485,9 +488,75 @@ def run_checks(orch, web, segment):
     check("registration after restart", orch2.cmd("wait_registration", timeout=10)["ok"])
     with httpx.Client(http2=True, verify=False, timeout=20) as web2:
         big_upload(orch2, tc4, web2, "big 8 MB upload (64 KiB window)", first_id=5)
+    placement = orch2.cmd("placement")
+    check("placement without --enforce-capacity", placement["ok"] and placement["no_capacity"] == 0
+          and [(r["registration"], r["capacity"], r["connected"], r["load"], r["sessions"])
+               for r in placement["registrations"]] == [(1, 3, True, 1, ["cafe0001"])], placement)
     tc4.close()
     orch2.proc.stdin.close()
     check("EOF on stdin exits 0", orch2.proc.wait(10) == 0)
+    enforce_capacity(web)
+
+
+def enforce_capacity(web):
+    """--enforce-capacity: sessions go to the least loaded registration by
+    load / capacity, never past its capacity; load goes with teardown, an
+    error result or a disconnect."""
+    orch = Orchestrator(extra=["--enforce-capacity"])
+
+    def send(session, seq=0):
+        return orch.cmd("send_task", segment_file=SEGMENT, session=session, seq=seq, profiles=PROFILES[:1])
+
+    def loads():
+        return [(r["registration"], r["connected"], r["load"], r["sessions"])
+                for r in orch.cmd("placement")["registrations"]]
+
+    check("capacity: no transcoder -> refused and counted", send("cap00000") ==
+          {"ok": False, "error": "no transcoder connected"} and orch.cmd("placement")["no_capacity"] == 1)
+    a = Transcoder(orch, capacity=2)
+    orch.cmd("wait_registration", timeout=10, count=1)
+    b = Transcoder(orch, capacity=1)
+    orch.cmd("wait_registration", timeout=10, count=2)
+    placed = [send(s)["registration"] for s in ("cap00001", "cap00002", "cap00003")]
+    check("capacity: 0/2 = 0/1 -> the latest; then the least load / capacity", placed == [2, 1, 1], placed)
+    check("capacity: every registration full -> 'no transcoders available'",
+          send("cap00004") == {"ok": False, "error": "no transcoders available"}
+          and orch.cmd("placement")["no_capacity"] == 2)
+    pinned = send("cap00001", 1)
+    check("capacity: a session stays on its registration", pinned["registration"] == 2, pinned)
+    notes = {t: [t.next().taskId for _ in range(n)] for t, n in ((a, 2), (b, 2))}
+    check("capacity: placement", loads() == [(1, True, 2, ["cap00002", "cap00003"]), (2, True, 1, ["cap00001"])],
+          loads())
+
+    check("capacity: teardown", orch.cmd("teardown", session="cap00002") == {"ok": True}
+          and a.next().url == "")
+    task = send("cap00004")
+    check("capacity: teardown frees a slot", task["ok"] and task["registration"] == 1, task)
+    a.next()
+    web.post(f"{orch.base}/transcodeResults", headers=result_headers(notes[a][1], "livepeer/transcoding-error"),
+             content=b"boom")
+    check("capacity: an error result frees its session", orch.cmd("wait_result", task_id=notes[a][1])["ok"]
+          and loads()[0] == (1, True, 1, ["cap00004"]), loads())
+
+    b.close()   # its session moves at its next segment; its task's result still counts
+    deadline = time.time() + 5
+    while loads()[1][1] and time.time() < deadline:
+        time.sleep(0.05)
+    check("capacity: a disconnect frees its sessions", loads()[1] == (2, False, 0, []), loads())
+    moved = send("cap00001", 2)
+    a.next()
+    check("capacity: the session moves to a registration with room", moved["registration"] == 1
+          and loads()[0] == (1, True, 2, ["cap00004", "cap00001"]), (moved, loads()))
+    ctype, body = multipart([rendition("video/mp2t", os.urandom(500), 1)])
+    web.post(f"{orch.base}/transcodeResults", headers=result_headers(pinned["task_id"], ctype, "1"), content=body)
+    result = orch.cmd("wait_result", task_id=pinned["task_id"], timeout=5)
+    check("capacity: a result after its registration left is delivered", result["ok"]
+          and result["kind"] == "renditions", result)
+    check("capacity: full again", send("cap00005")["error"] == "no transcoders available"
+          and orch.cmd("placement")["no_capacity"] == 3)
+    check("capacity: no violations", orch.violations() == [], orch.violations())
+    a.close()
+    check("capacity: quit exits 0", orch.quit() == 0)
 
 
 def shared_connection(orch, segment):
