@@ -281,3 +281,109 @@ fn hevc_vp8_and_vp9_renditions_are_what_ffprobe_says() {
         assert_eq!((rendition.width, rendition.height), (426, 240));
     }
 }
+
+/// The codecs issue's "done when", on the command line: `lpgpu transcode`
+/// with a go-livepeer `-transcodingOptions` file asking H.264, HEVC, VP9 and
+/// VP8 renditions turns H.264, HEVC, VP8, VP9 and H.264 4:2:2, 4:4:4 and
+/// 10-bit inputs into renditions of the asked codec and size, 8-bit 4:2:0
+/// as LPMS makes them, every picture there (ffprobe).
+#[test]
+fn a_transcoding_options_file_turns_every_input_codec_into_every_output_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "-f lavfi -i testsrc2=size=480x270:rate=25 -t 1";
+    let inputs = [
+        ("h264.ts", "-c:v libx264 -preset ultrafast -g 25 -f mpegts"),
+        (
+            "hevc.ts",
+            "-c:v libx265 -x265-params log-level=error -g 25 -f mpegts",
+        ),
+        ("vp9.webm", "-c:v libvpx-vp9 -b:v 300k -g 25 -f webm"),
+        ("vp8.webm", "-c:v libvpx -b:v 300k -g 25 -f webm"),
+        (
+            "h264_422.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv422p -g 25 -f mpegts",
+        ),
+        (
+            "h264_444.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv444p -g 25 -f mpegts",
+        ),
+        (
+            "h264_420_10bit.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv420p10le -g 25 -f mpegts",
+        ),
+        (
+            "h264_422_10bit.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv422p10le -g 25 -f mpegts",
+        ),
+        (
+            "h264_444_10bit.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv444p10le -g 25 -f mpegts",
+        ),
+    ];
+    let ladder = dir.path().join("transcodingOptions.json");
+    std::fs::write(
+        &ladder,
+        r#"[
+          {"name": "h264", "width": 320, "height": 180, "bitrate": 400000, "fps": 25, "profile": "H264Main", "gop": "1"},
+          {"name": "hevc", "width": 256, "height": 144, "bitrate": 200000, "encoder": "HEVC"},
+          {"name": "vp9", "width": 192, "height": 108, "bitrate": 150000, "encoder": "VP9", "gop": "intra"},
+          {"width": 160, "height": 90, "bitrate": 100000, "encoder": "VP8"}
+        ]"#,
+    )
+    .unwrap();
+    for (input, encode) in inputs {
+        let path = dir.path().join(input);
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y"])
+            .args(source.split_whitespace())
+            .args(encode.split_whitespace())
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "making {input}");
+        let out = dir.path().join(format!("out-{input}"));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .arg("transcode")
+            .arg(&path)
+            .arg("--profiles")
+            .arg(&ladder)
+            .arg("--out")
+            .arg(&out)
+            .args(["--backend", "cpu"])
+            .env_remove("LPGPU_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{input}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for (file, codec, width, height) in [
+            ("h264.ts", "h264", 320, 180),
+            ("hevc.ts", "hevc", 256, 144),
+            ("vp9.mkv", "vp9", 192, 108),
+            ("custom_160x90_100000.mkv", "vp8", 160, 90),
+        ] {
+            let rendition = out.join(file);
+            let probed = std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+                .args([
+                    "-show_entries",
+                    "stream=codec_name,width,height,pix_fmt,nb_read_frames",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&rendition)
+                .output()
+                .unwrap();
+            // MPEG-TS lists the stream under its program too: the first line.
+            let text = String::from_utf8_lossy(&probed.stdout).to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            assert_eq!(
+                line,
+                format!("{codec},{width},{height},yuv420p,25"),
+                "{input} -> {file}"
+            );
+        }
+    }
+}

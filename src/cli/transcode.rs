@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::pipeline::{BackendChoice, EncoderSettings, GpuOptions, SegmentOptions, select_backend};
+use crate::pipeline::{
+    BackendChoice, EncoderSettings, GpuOptions, RenditionSpec, SegmentOptions, select_backend,
+};
 use crate::protocol::parse_profile_list;
 
 /// The pipeline flags shared by `node`, `transcoder`, `transcode` and `bench`.
@@ -100,10 +102,12 @@ impl PipelineArgs {
 pub(crate) struct TranscodeArgs {
     /// An MPEG-TS segment.
     input: PathBuf,
-    /// Comma-separated profile names.
-    #[arg(long, value_name = "LIST")]
+    /// Comma-separated profile names, or go-livepeer's -transcodingOptions
+    /// JSON file (any size, bitrate, codec: H.264, HEVC, VP8, VP9).
+    #[arg(long, value_name = "LIST|FILE")]
     profiles: String,
-    /// Directory for the renditions (`<profile>.ts`).
+    /// Directory for the renditions (`<profile>.ts`; `.mp4` for MP4, `.mkv`
+    /// for VP8 and VP9).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     #[command(flatten)]
@@ -111,18 +115,21 @@ pub(crate) struct TranscodeArgs {
 }
 
 pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
-    let profiles = parse_profile_list(&args.profiles)?;
+    let specs = renditions_of(&args.profiles)?;
     let backend = args.pipeline.backend()?;
     let segment =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let started = Instant::now();
-    let specs = crate::pipeline::rendition::from_profiles(&profiles);
     let transcoded = backend.transcode(segment.into(), &specs, &SegmentOptions::default())?;
     let elapsed = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     for rendition in &transcoded.renditions {
-        let path = args.out.join(format!("{}.ts", rendition.spec.name));
+        let path = args.out.join(format!(
+            "{}.{}",
+            file_stem(&rendition.spec.name),
+            rendition.spec.container.extension()
+        ));
         std::fs::write(&path, &rendition.data)
             .with_context(|| format!("writing {}", path.display()))?;
         println!(
@@ -143,6 +150,61 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
         elapsed / transcoded.source_seconds.max(f64::EPSILON)
     );
     Ok(())
+}
+
+/// `--profiles LIST|FILE`: a file is go-livepeer's `-transcodingOptions`
+/// JSON (as go-livepeer decides: a readable, non-empty file), else the
+/// list names the protocol's profiles.
+pub(crate) fn renditions_of(value: &str) -> Result<Vec<RenditionSpec>> {
+    let path = std::path::Path::new(value);
+    let file = path
+        .is_file()
+        .then(|| std::fs::read(path))
+        .transpose()
+        .with_context(|| format!("reading the --profiles file {value}"))?
+        .filter(|content| !content.is_empty());
+    let Some(content) = file else {
+        let profiles =
+            parse_profile_list(value).with_context(|| format!("--profiles {value:?}"))?;
+        return Ok(crate::pipeline::rendition::from_profiles(&profiles));
+    };
+    let profiles = crate::protocol::transcoding_options::parse(&content)
+        .with_context(|| format!("--profiles {value}"))?;
+    let specs = profiles
+        .iter()
+        .map(|profile| {
+            crate::protocol::video_profile::to_rendition(profile)
+                .with_context(|| format!("--profiles {value}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut stems = std::collections::HashSet::new();
+    for spec in &specs {
+        anyhow::ensure!(
+            stems.insert(file_stem(&spec.name)),
+            "--profiles {value}: two renditions are named {:?}",
+            spec.name
+        );
+    }
+    Ok(specs)
+}
+
+/// A rendition's name as a file name: letters, digits, `.`, `-` and `_`
+/// kept, anything else `_` (a name from a file is not a path).
+fn file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match stem.trim_start_matches('.') {
+        "" => "rendition".to_string(),
+        stem => stem.to_string(),
+    }
 }
 
 #[derive(Debug, Args)]

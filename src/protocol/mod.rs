@@ -14,6 +14,7 @@ pub mod rendition;
 pub mod results;
 mod stream_id;
 pub mod today;
+pub mod transcoding_options;
 pub mod video_profile;
 
 pub use headers::{
