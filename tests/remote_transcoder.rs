@@ -1031,24 +1031,36 @@ fn a_failed_task_logs_its_cause_while_the_wire_keeps_the_stable_text() {
     assert!(line.contains("P144p30fps16x9"), "{line}");
 }
 
-/// HEVC (capability 16, now offered) through the spec-written orchestrator:
-/// a task whose fullProfiles3 asks for H.265 beside H.264 gets an HEVC
-/// MPEG-TS rendition ffprobe reads, with exact Pixels.
+/// Every codec in and out through the spec-written orchestrator. The
+/// registration offers bits 15–25 (HEVC, VP8 and VP9 decode and encode,
+/// H.264 4:4:4 / 4:2:2 8-bit and 4:2:0 / 4:2:2 / 4:4:4 10-bit decode) and
+/// not 14; a task asking H.265, VP9, VP8 and H.264 renditions gets each one
+/// (the part labelled `video/mp2t` by its profile's format, as go-livepeer
+/// labels it), and tasks whose sources are HEVC, VP9, VP8 and H.264 10-bit
+/// 4:2:2 and 4:4:4, each asking the bit its source needs, are served. Every
+/// rendition is read by ffprobe with exact Pixels.
 #[test]
-fn an_hevc_task_from_a_go_livepeer_style_orchestrator() {
+fn every_codec_in_and_out_from_a_go_livepeer_style_orchestrator() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("h264_720p.ts");
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y"])
-        .args(
-            "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 \
-             -c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts"
-                .split_whitespace(),
-        )
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let make = |name: &str, encode: &str| {
+        let path = dir.path().join(name);
+        let status = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y"])
+            .args(
+                "-f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2"
+                    .split_whitespace(),
+            )
+            .args(encode.split_whitespace())
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "making {name}");
+        path
+    };
+    let h264 = make(
+        "h264.ts",
+        "-c:v libx264 -preset ultrafast -g 60 -c:a aac -f mpegts",
+    );
     let mut orch = Orchestrator::start(dir.path(), 0);
     let _transcoder = RemoteTranscoder::start(&orch.addr(), SECRET, &["--max-sessions", "1"]);
     let registration = orch.wait_registration(1, 30);
@@ -1058,30 +1070,72 @@ fn an_hevc_task_from_a_go_livepeer_style_orchestrator() {
         .iter()
         .map(|c| c.as_u64().unwrap())
         .collect();
-    assert!(caps.contains(&16), "HEVC encode offered: {caps:?}");
-    assert!(!caps.contains(&19) && !caps.contains(&20), "{caps:?}");
-    let hevc = json!({"name": "P240p-hevc", "width": 426, "height": 240, "bitrate": 500_000,
-        "fps": 30, "encoder": "H265"});
-    let id = orch.send(
-        json!({"segment_file": source, "session": "hevc0001", "seq": 0,
-        "duration_ms": 2000, "profiles_field": "fullProfiles3", "capabilities": [0, 1, 12, 16],
-        "profiles": [hevc, p("P144p30fps16x9", 256, 144, 400_000, 30)]}),
-    );
-    let result = orch.result(id);
-    assert_eq!(result["kind"], "renditions", "{result}");
-    let parts = result["parts"].as_array().unwrap();
-    assert_eq!(parts.len(), 2, "{result}");
-    for (part, codec) in parts.iter().zip(["hevc", "h264"]) {
-        assert_eq!(part["content_type"], "video/mp2t");
-        let path = PathBuf::from(part["path"].as_str().unwrap());
-        let probed = probe(&path);
-        assert_eq!(probed.0, codec, "{}", path.display());
-        assert_eq!(
-            part["pixels"].as_u64().unwrap(),
-            probed.2 * probed.3 * probed.4,
-            "Pixels of {}",
-            path.display()
+    for bit in 15..=25 {
+        assert!(caps.contains(&bit), "capability {bit} offered: {caps:?}");
+    }
+    assert!(!caps.contains(&14), "{caps:?}");
+    let check = |result: &Value, codecs: &[&str]| {
+        assert_eq!(result["kind"], "renditions", "{result}");
+        let parts = result["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), codecs.len(), "{result}");
+        for (part, codec) in parts.iter().zip(codecs) {
+            assert_eq!(part["content_type"], "video/mp2t");
+            let path = PathBuf::from(part["path"].as_str().unwrap());
+            let probed = probe(&path);
+            assert_eq!(&probed.0, codec, "{}", path.display());
+            assert_eq!(
+                part["pixels"].as_u64().unwrap(),
+                probed.2 * probed.3 * probed.4,
+                "Pixels of {}",
+                path.display()
+            );
+        }
+    };
+    let codec = |name: &str, encoder: &str, w: u32, h: u32| json!({"name": name, "width": w, "height": h, "bitrate": 300_000, "fps": 30, "encoder": encoder});
+    let id = orch.send(json!({"segment_file": h264, "session": "codec001", "seq": 0,
+        "duration_ms": 2000, "profiles_field": "fullProfiles3", "capabilities": [0, 1, 12, 16, 19, 20],
+        "profiles": [codec("hevc", "H265", 426, 240), codec("vp9", "VP9", 320, 180),
+                     codec("vp8", "VP8", 256, 144), p("P144p30fps16x9", 256, 144, 400_000, 30)]}));
+    check(&orch.result(id), &["hevc", "vp9", "vp8", "h264"]);
+
+    for (index, (name, encode, bit)) in [
+        (
+            "hevc.ts",
+            "-c:v libx265 -x265-params log-level=error -g 60 -c:a aac -f mpegts",
+            15,
+        ),
+        (
+            "vp8.webm",
+            "-c:v libvpx -b:v 500k -g 60 -c:a libopus -f webm",
+            17,
+        ),
+        (
+            "vp9.webm",
+            "-c:v libvpx-vp9 -b:v 500k -g 60 -c:a libopus -f webm",
+            18,
+        ),
+        (
+            "h264_444_10bit.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv444p10le -g 60 -f mpegts",
+            23,
+        ),
+        (
+            "h264_422_10bit.ts",
+            "-c:v libx264 -preset ultrafast -pix_fmt yuv422p10le -g 60 -f mpegts",
+            24,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let source = make(name, encode);
+        let id = orch.send(
+            json!({"segment_file": source, "session": format!("input00{index}"),
+            "seq": 0, "duration_ms": 2000, "capabilities": [0, 1, 12, bit],
+            "profiles": [p("P144p30fps16x9", 256, 144, 400_000, 30)]}),
         );
+        let result = orch.result(id);
+        check(&result, &["h264"]);
     }
     orch.assert_no_violations();
 }

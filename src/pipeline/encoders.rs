@@ -40,25 +40,33 @@ pub fn software_encoder(codec: VideoCodec) -> Result<SoftwareEncoder, TranscodeE
 }
 
 /// What the CPU encoders make and its decoders read, as capability bits:
-/// H.264 (every profile) and HEVC out, MPEG-TS and MP4, fractional rates,
-/// GOPs, direct storage, auth tokens, HEVC and H.264 4:2:2 / 4:4:4 decode,
-/// segment slicing. A codec's encode bit is offered only when it has an
-/// encoder here and its rendition has a label on every wire: VP8 and VP9
-/// are made (in Matroska) but not offered yet (see
-/// [`caps::LPGPU_CAPABILITIES`]).
+/// every bit of [`caps::LPGPU_CAPABILITIES`] whose encoder (libx264,
+/// libx265, libvpx, libvpx-vp9) or decoder (hevc, vp8, vp9) this build of
+/// libavcodec has. H.264's high-bit-depth and 4:2:2 / 4:4:4 decoding is
+/// part of every libavcodec h264 decoder.
 pub fn software_capabilities() -> CapabilitySet {
+    let has_decoder = |id: ffmpeg_next::codec::Id| {
+        crate::pipeline::cpu::init_ffmpeg();
+        ffmpeg_next::decoder::find(id).is_some()
+    };
+    let has_encoder = |codec: VideoCodec| {
+        software_encoder(codec).is_ok_and(|encoder| {
+            crate::pipeline::cpu::init_ffmpeg();
+            ffmpeg_next::encoder::find_by_name(encoder.ffmpeg_name()).is_some()
+        })
+    };
     let set: Vec<caps::Capability> = caps::LPGPU_CAPABILITIES
         .iter()
         .copied()
-        .filter(|&c| {
-            let codec = match c {
-                caps::H264 => VideoCodec::default(),
-                caps::HEVC_ENCODE => VideoCodec::Hevc,
-                caps::VP8_ENCODE => VideoCodec::Vp8,
-                caps::VP9_ENCODE => VideoCodec::Vp9,
-                _ => return true,
-            };
-            software_encoder(codec).is_ok()
+        .filter(|&c| match c {
+            caps::H264 => has_encoder(VideoCodec::default()),
+            caps::HEVC_ENCODE => has_encoder(VideoCodec::Hevc),
+            caps::VP8_ENCODE => has_encoder(VideoCodec::Vp8),
+            caps::VP9_ENCODE => has_encoder(VideoCodec::Vp9),
+            caps::HEVC_DECODE => has_decoder(ffmpeg_next::codec::Id::HEVC),
+            caps::VP8_DECODE => has_decoder(ffmpeg_next::codec::Id::VP8),
+            caps::VP9_DECODE => has_decoder(ffmpeg_next::codec::Id::VP9),
+            _ => true,
         })
         .collect();
     CapabilitySet::new(set)
@@ -69,16 +77,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn advertised_encode_bits_are_exactly_the_encoders_there_are() {
+    fn advertised_bits_are_exactly_the_codecs_this_build_has() {
+        // Debian's FFmpeg 5.1 (and the device bundle's) has every one.
         let set = software_capabilities();
         assert_eq!(set, CapabilitySet::lpgpu());
-        assert!(set.contains(caps::H264) && set.contains(caps::HEVC_ENCODE));
-        // Made, not yet offered.
-        for (bit, codec) in [
-            (caps::VP8_ENCODE, VideoCodec::Vp8),
-            (caps::VP9_ENCODE, VideoCodec::Vp9),
+        for bit in [
+            caps::H264,
+            caps::HEVC_ENCODE,
+            caps::VP8_ENCODE,
+            caps::VP9_ENCODE,
+            caps::HEVC_DECODE,
+            caps::VP8_DECODE,
+            caps::VP9_DECODE,
+            caps::H264_DECODE_420_10BIT,
         ] {
-            assert!(software_encoder(codec).is_ok() && !set.contains(bit));
+            assert!(set.contains(bit), "{bit}");
         }
+        assert!(!set.contains(caps::MPEG7_VIDEO_SIGNATURE));
     }
 }

@@ -32,24 +32,28 @@ pub const VP8_ENCODE: Capability = 19;
 pub const VP9_ENCODE: Capability = 20;
 pub const H264_DECODE_444_8BIT: Capability = 21;
 pub const H264_DECODE_422_8BIT: Capability = 22;
+pub const H264_DECODE_444_10BIT: Capability = 23;
+pub const H264_DECODE_422_10BIT: Capability = 24;
+pub const H264_DECODE_420_10BIT: Capability = 25;
 pub const SEGMENT_SLICING: Capability = 26;
 
 /// The go-livepeer release whose O–T wire lpgpu matches; the default
 /// `version` lpgpu reports.
 pub const GO_LIVEPEER_VERSION: &str = "0.9.1";
 
-/// What lpgpu's transcoder really does, and nothing more:
-/// H.264 and HEVC out (libx264, libx265), MPEG-TS and MP4 out, fractional
-/// frame rates, direct storage
-/// (segments fetched from and results posted to the orchestrator), the four
-/// H.264 profiles, GOP, auth tokens, HEVC decode (libavcodec or NVDEC),
-/// H.264 4:4:4 and 4:2:2 8-bit decode (libavcodec; NVDEC hands them to the
-/// CPU), and segment slicing (`segment_parameters`). Not: S3/GCS storage,
-/// perceptual hashes (14), VP8/VP9 encode (libvpx makes them, but the O–T
-/// wire labels a rendition by its format, MPEG-TS or MP4, and which label a
-/// Matroska VP8/VP9 rendition should carry there is not settled), VP8/VP9
-/// decode, 10-bit decode (unverified), AI pipelines.
-pub const LPGPU_CAPABILITIES: [Capability; 16] = [
+/// What lpgpu's transcoder really does, and nothing more: H.264, HEVC, VP8
+/// and VP9 out (libx264, libx265, libvpx, libvpx-vp9; VP8 and VP9 in
+/// Matroska), MPEG-TS and MP4 out, fractional frame rates, direct storage
+/// (segments fetched from and results posted to the orchestrator), the
+/// four H.264 profiles, GOP, auth tokens, HEVC, VP8 and VP9 decode
+/// (libavcodec, or NVDEC for HEVC), H.264 4:4:4 and 4:2:2 at 8 bits and
+/// 4:2:0, 4:2:2 and 4:4:4 at 10 bits decode (libavcodec: NVDEC hands them
+/// to the CPU; renditions are 8-bit 4:2:0), and segment slicing
+/// (`segment_parameters`). Not: S3/GCS storage, perceptual hashes (14), AI
+/// pipelines. Each bit has a task or transcode in the tests that exercises
+/// it; a backend offers the subset its build really has
+/// ([`crate::pipeline::encoders::software_capabilities`]).
+pub const LPGPU_CAPABILITIES: [Capability; 23] = [
     H264,
     MPEGTS,
     MP4,
@@ -63,8 +67,15 @@ pub const LPGPU_CAPABILITIES: [Capability; 16] = [
     AUTH_TOKEN,
     HEVC_DECODE,
     HEVC_ENCODE,
+    VP8_DECODE,
+    VP9_DECODE,
+    VP8_ENCODE,
+    VP9_ENCODE,
     H264_DECODE_444_8BIT,
     H264_DECODE_422_8BIT,
+    H264_DECODE_444_10BIT,
+    H264_DECODE_422_10BIT,
+    H264_DECODE_420_10BIT,
     SEGMENT_SLICING,
 ];
 
@@ -287,18 +298,17 @@ mod tests {
             SEGMENT_SLICING,
             HEVC_DECODE,
             HEVC_ENCODE,
-        ] {
-            assert!(ours.contains(k), "{k}");
-        }
-        for k in [
-            MPEG7_VIDEO_SIGNATURE,
-            STORAGE_S3,
-            STORAGE_GCS,
             VP8_DECODE,
             VP9_DECODE,
             VP8_ENCODE,
             VP9_ENCODE,
+            H264_DECODE_420_10BIT,
+            H264_DECODE_422_10BIT,
+            H264_DECODE_444_10BIT,
         ] {
+            assert!(ours.contains(k), "{k}");
+        }
+        for k in [MPEG7_VIDEO_SIGNATURE, STORAGE_S3, STORAGE_GCS] {
             assert!(!ours.contains(k), "{k}");
         }
     }

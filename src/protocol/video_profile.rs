@@ -106,6 +106,15 @@ pub fn to_rendition(profile: &VideoProfile) -> Result<RenditionSpec, ProfileRefu
     })
 }
 
+/// The wire's format of a container: the wire has MPEG-TS and MP4, and
+/// Matroska and WebM are what MPEG-TS means for VP8 and VP9.
+pub fn wire_format(container: Container) -> video_profile::Format {
+    match container {
+        Container::Mp4 => video_profile::Format::Mp4,
+        Container::MpegTs | Container::Matroska | Container::WebM => video_profile::Format::Mpegts,
+    }
+}
+
 /// A rendition as a `VideoProfile`: its box, bitrate, frame-rate ceiling,
 /// GOP, codec and profile, container and quality.
 pub fn to_video_profile(spec: &RenditionSpec) -> VideoProfile {
@@ -142,12 +151,7 @@ pub fn to_video_profile(spec: &RenditionSpec) -> VideoProfile {
             video_profile::Profile::EncoderDefault,
         ),
     };
-    // The wire has MPEG-TS and MP4; Matroska and WebM are what MPEG-TS
-    // means for VP8 and VP9.
-    let format = match spec.container {
-        Container::Mp4 => video_profile::Format::Mp4,
-        Container::MpegTs | Container::Matroska | Container::WebM => video_profile::Format::Mpegts,
-    };
+    let format = wire_format(spec.container);
     VideoProfile {
         name: spec.name.clone(),
         width: i32::try_from(spec.width).unwrap_or(i32::MAX),
@@ -176,11 +180,11 @@ pub fn needs(specs: &[RenditionSpec]) -> CapabilitySet {
             VideoCodec::Vp8 => caps::VP8_ENCODE,
             VideoCodec::Vp9 => caps::VP9_ENCODE,
         });
-        match spec.container {
-            Container::MpegTs => needed.push(caps::MPEGTS),
-            Container::Mp4 => needed.push(caps::MP4),
-            Container::Matroska | Container::WebM => {}
-        }
+        // As go-livepeer sets a job's bits: by the profile's format.
+        needed.push(match wire_format(spec.container) {
+            video_profile::Format::Mpegts => caps::MPEGTS,
+            video_profile::Format::Mp4 => caps::MP4,
+        });
         if spec.max_frame_rate.is_some_and(|r| r.den > 1) {
             needed.push(caps::FRACTIONAL_FRAMERATES);
         }
@@ -240,7 +244,10 @@ mod tests {
             ..base.clone()
         }]);
         assert!(vp8.contains(caps::VP8_ENCODE) && !vp8.contains(caps::H264));
-        assert!(!vp8.is_subset(&CapabilitySet::lpgpu()));
+        assert!(vp8.contains(caps::MPEGTS), "the wire's format of WebM");
+        assert!(vp8.is_subset(&CapabilitySet::lpgpu()));
+        let hashed = CapabilitySet::new([caps::MPEG7_VIDEO_SIGNATURE]);
+        assert!(!hashed.is_subset(&CapabilitySet::lpgpu()));
         assert!(h264.is_subset(&CapabilitySet::lpgpu()));
     }
 

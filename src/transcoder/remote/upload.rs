@@ -66,7 +66,7 @@ pub fn renditions(
     for rendition in &transcoded.renditions {
         body.push(Bytes::from(format!(
             "--{boundary}\r\nContent-Type: {}\r\nContent-Length: {}\r\nPixels: {}\r\n\r\n",
-            rendition.spec.container.mime_type(),
+            part_type(rendition.spec.container),
             rendition.data.len(),
             rendition.pixels(),
         )));
@@ -75,6 +75,19 @@ pub fn renditions(
     }
     body.push(Bytes::from(format!("--{boundary}--\r\n")));
     ResultUpload { headers, body }
+}
+
+/// A rendition part's `Content-Type`: the profile's format as go-livepeer
+/// labels it (`ProfileFormatMimeType`), `video/mp4` for MP4 and
+/// `video/mp2t` otherwise, VP8 and VP9 included. Their bytes are Matroska
+/// where go-livepeer's LPMS writes them into MPEG-TS as a private-data
+/// stream that nothing decodes as video; the label keeps the wire's meaning
+/// (the format asked), and a reader probes the bytes.
+fn part_type(container: crate::pipeline::Container) -> &'static str {
+    match crate::protocol::video_profile::wire_format(container) {
+        crate::proto::video_profile::Format::Mp4 => "video/mp4",
+        crate::proto::video_profile::Format::Mpegts => "video/mp2t",
+    }
 }
 
 /// An error result: `Pixels: 0` and the text as the body.
