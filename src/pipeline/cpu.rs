@@ -953,6 +953,46 @@ impl RungPlan {
     }
 }
 
+/// The ffmpeg CLI's output options that encode `spec` exactly as this
+/// backend sets up its encoder (the same [`RungPlan::encoder_setup`]):
+/// the encoder, bitrate, GOP, B-frames and every private option, 8-bit
+/// 4:2:0, and the container's muxer; with the frame rate the rendition
+/// gets from a source of `source_rate` (for an `fps` filter where it is
+/// below the source's). For baselines that compare like with like.
+pub fn cli_encoder_args(
+    spec: &RenditionSpec,
+    settings: &EncoderSettings,
+    source_rate: Option<Rational>,
+) -> Result<(Rational, Vec<String>), TranscodeError> {
+    let plan = RungPlan {
+        spec: spec.clone(),
+        time_base: Rational::new(1, 90_000),
+        source_rate,
+        settings: settings.clone(),
+    };
+    let rate = plan.output_rate();
+    let chosen = software_encoder(spec.codec)?;
+    let setup = plan.encoder_setup(chosen, rate);
+    let mut args = vec!["-c:v".to_string(), chosen.ffmpeg_name().to_string()];
+    if setup.bit_rate > 0 {
+        args.extend(["-b:v".to_string(), setup.bit_rate.to_string()]);
+    }
+    args.extend(["-g".to_string(), setup.gop_frames.to_string()]);
+    if let Some(b_frames) = setup.max_b_frames {
+        args.extend(["-bf".to_string(), b_frames.to_string()]);
+    }
+    for (key, value) in setup.options {
+        args.extend([format!("-{key}"), value]);
+    }
+    args.extend([
+        "-pix_fmt".to_string(),
+        "yuv420p".to_string(),
+        "-f".to_string(),
+        spec.container.muxer().to_string(),
+    ]);
+    Ok((rate, args))
+}
+
 fn open_encoder(
     plan: &RungPlan,
     width: u32,
