@@ -8,8 +8,9 @@
 //! (libvpx-vp9), a two-rung ladder, 1280×720 at 3 Mb/s and 640×360 at
 //! 1 Mb/s, 30 fps, in the container LPMS's mapping gives it (MPEG-TS, or
 //! Matroska for VP8/VP9). The ffmpeg CLI gets the encoder options lpgpu
-//! sets, from the same code (`lpgpu::pipeline::cpu::cli_encoder_args`),
-//! decodes once and `split`s, scales bicubic, copies the audio. Rounds
+//! sets, from the same code (`lpgpu::bench::ffmpeg_ladder_args` over
+//! `lpgpu::pipeline::cpu::cli_encoder_args`), decodes once and `split`s,
+//! scales bicubic, copies the audio. Rounds
 //! alternate between the two sides so machine noise hits both alike;
 //! medians are reported, and the ratio is ffmpeg time ÷ lpgpu time (above
 //! 1: lpgpu faster). Under `cargo test` one round of a 360p source checks
@@ -20,20 +21,19 @@
     reason = "test and build code: a failed expectation is the report"
 )]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lpgpu::pipeline::cpu::{CpuBackend, cli_encoder_args, cpu_model};
+use lpgpu::bench::ffmpeg_ladder_args;
+use lpgpu::pipeline::cpu::{CpuBackend, cpu_model};
 use lpgpu::pipeline::{
-    Backend, Container, EncoderSettings, H264Profile, Rational, RenditionSpec, VideoCodec,
+    Backend, Container, EncoderSettings, H264Profile, RenditionSpec, VideoCodec,
 };
 use lpgpu::protocol::parse_profile_list;
 
 fn ffmpeg(args: &[String]) {
     let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y"])
         .args(args)
         .status()
         .expect("ffmpeg CLI");
@@ -66,42 +66,6 @@ fn ladder(codec: VideoCodec, rungs: &[(u32, u32, u32)]) -> Vec<RenditionSpec> {
         .collect()
 }
 
-/// The ffmpeg CLI arguments of the same ladder: one decode, `split`,
-/// bicubic `scale`, each rendition with lpgpu's encoder options.
-fn cli_ladder(source: &Path, out: &Path, specs: &[RenditionSpec]) -> Vec<String> {
-    let settings = EncoderSettings::default();
-    let labels: String = (0..specs.len()).map(|i| format!("[s{i}]")).collect();
-    let mut graph = format!("[0:v]split={}{labels}", specs.len());
-    for (i, spec) in specs.iter().enumerate() {
-        graph.push_str(&format!(
-            ";[s{i}]scale={}:{}:flags=bicubic[o{i}]",
-            spec.width, spec.height
-        ));
-    }
-    let mut args = vec![
-        "-i".to_string(),
-        source.display().to_string(),
-        "-filter_complex".to_string(),
-        graph,
-    ];
-    for (i, spec) in specs.iter().enumerate() {
-        let (_, encoder) = cli_encoder_args(spec, &settings, Some(Rational::new(30, 1))).unwrap();
-        args.extend(
-            [format!("[o{i}]"), "0:a?".to_string()]
-                .iter()
-                .flat_map(|m| ["-map".to_string(), m.clone()]),
-        );
-        args.extend(encoder);
-        args.extend(["-c:a".to_string(), "copy".to_string()]);
-        args.push(
-            out.join(format!("{i}.{}", spec.container.extension()))
-                .display()
-                .to_string(),
-        );
-    }
-    args
-}
-
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let rounds: usize = std::env::args()
@@ -120,6 +84,9 @@ fn main() {
     let source = dir.path().join("source.ts");
     ffmpeg(
         &[
+            "-loglevel",
+            "error",
+            "-y",
             "-f",
             "lavfi",
             "-i",
@@ -171,7 +138,14 @@ fn main() {
         ("VP9", VideoCodec::Vp9),
     ] {
         let specs = ladder(codec, rungs);
-        let args = cli_ladder(&source, dir.path(), &specs);
+        let args = ffmpeg_ladder_args(
+            &source,
+            dir.path(),
+            &specs,
+            &EncoderSettings::default(),
+            Some(30.0),
+        )
+        .unwrap();
         // One warm-up each.
         backend
             .transcode(segment.clone(), &specs, &Default::default())

@@ -44,7 +44,8 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn ffmpeg_ladder(source: &Path, out: &Path, profiles: &[Profile]) {
-    let args = ffmpeg_ladder_args(source, out, profiles, &EncoderSettings::default(), None);
+    let specs = lpgpu::pipeline::rendition::from_profiles(profiles);
+    let args = ffmpeg_ladder_args(source, out, &specs, &EncoderSettings::default(), None).unwrap();
     let status = Command::new("ffmpeg")
         .args(&args)
         .status()

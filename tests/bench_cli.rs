@@ -221,3 +221,36 @@ fn plot_needs_a_sweep() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--plot draws a sweep"));
 }
+
+/// `--profiles FILE`: a go-livepeer `-transcodingOptions` ladder of HEVC
+/// and VP9 renditions is benched, and the ffmpeg baseline encodes the same
+/// codecs with the same options.
+#[test]
+fn a_transcoding_options_ladder_is_benched_with_its_codecs() {
+    let clip = common::clip("h264_720p.ts");
+    let dir = tempfile::tempdir().unwrap();
+    let ladder = dir.path().join("ladder.json");
+    std::fs::write(
+        &ladder,
+        r#"[{"name": "hevc-240", "width": 426, "height": 240, "bitrate": 400000, "encoder": "HEVC"},
+            {"name": "vp9-144", "width": 256, "height": 144, "bitrate": 200000, "encoder": "VP9"}]"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .arg("bench")
+        .args(["--backend", "cpu", "--input", clip.to_str().unwrap()])
+        .arg("--profiles")
+        .arg(&ladder)
+        .args(["--segments", "1", "--json", "--baseline", "ffmpeg"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["profiles"], serde_json::json!(["hevc-240", "vp9-144"]));
+    assert_eq!(json["per_profile"].as_array().unwrap().len(), 2);
+    assert!(json["baseline"]["speedup"].as_f64().unwrap() > 0.0);
+}

@@ -18,13 +18,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::pipeline::segmenter::{Segment, SegmentError, segment_file};
-use crate::pipeline::{Backend, EncoderSettings, SegmentOptions, TranscodeError};
-use crate::protocol::Profile;
+use crate::pipeline::{
+    Backend, EncoderSettings, Rational, RenditionSpec, SegmentOptions, TranscodeError,
+};
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub input: PathBuf,
-    pub profiles: Vec<Profile>,
+    /// The ladder: the protocol's profiles, or any renditions (a
+    /// `-transcodingOptions` file).
+    pub profiles: Vec<RenditionSpec>,
     /// Segments each session transcodes (cycling through the input's).
     pub segments: usize,
     pub concurrency: usize,
@@ -68,7 +71,7 @@ pub struct SegmentTiming {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileTiming {
-    pub profile: &'static str,
+    pub profile: String,
     pub mean_encode_ms: f64,
     pub p95_encode_ms: f64,
 }
@@ -93,7 +96,7 @@ pub struct Baseline {
 pub struct BenchReport {
     pub backend: String,
     pub device: String,
-    pub profiles: Vec<&'static str>,
+    pub profiles: Vec<String>,
     pub concurrency: usize,
     pub live: bool,
     pub segments: usize,
@@ -152,8 +155,7 @@ pub fn run(
     on_segment: &(dyn Fn(&SegmentTiming) + Sync),
 ) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
-    let specs = crate::pipeline::rendition::from_profiles(&config.profiles);
-    let specs = &specs;
+    let specs = &config.profiles;
     let results: Vec<Result<Vec<SegmentTiming>, BenchError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.concurrency)
             .map(|session| {
@@ -238,13 +240,13 @@ fn summarise(
                 .flat_map(|t| {
                     t.profiles
                         .iter()
-                        .filter(|(p, _)| p == profile.name)
+                        .filter(|(p, _)| *p == profile.name)
                         .map(|(_, s)| s * 1000.0)
                 })
                 .collect();
             encode.sort_by(f64::total_cmp);
             ProfileTiming {
-                profile: profile.name,
+                profile: profile.name.clone(),
                 mean_encode_ms: encode.iter().sum::<f64>() / encode.len().max(1) as f64,
                 p95_encode_ms: percentile(&encode, 95.0),
             }
@@ -254,7 +256,7 @@ fn summarise(
     BenchReport {
         backend: backend.name().to_string(),
         device: backend.device(),
-        profiles: config.profiles.iter().map(|p| p.name).collect(),
+        profiles: config.profiles.iter().map(|p| p.name.clone()).collect(),
         concurrency: config.concurrency,
         live: config.live,
         segments: timings.len(),
@@ -272,58 +274,61 @@ fn summarise(
     }
 }
 
-/// The ffmpeg CLI arguments that transcode `input` into `profiles` with
-/// lpgpu's x264 settings in one process: one decode, `split`, bicubic `scale`,
-/// audio copied, timestamps kept. Frame rates above a profile's are capped
-/// with `fps` (lpgpu's decimator does the same).
+/// The ffmpeg CLI arguments that transcode `input` into `specs` as lpgpu's
+/// CPU backend does, in one process: one decode, `split`, bicubic `scale`,
+/// each rendition with the encoder options lpgpu sets
+/// ([`crate::pipeline::cpu::cli_encoder_args`]: the same code), audio
+/// copied, timestamps kept. Frame rates above a rendition's are capped with
+/// `fps` where the source's is known (lpgpu's decimator does the same).
 pub fn ffmpeg_ladder_args(
     input: &Path,
     out_dir: &Path,
-    profiles: &[Profile],
+    specs: &[RenditionSpec],
     settings: &EncoderSettings,
     source_fps: Option<f64>,
-) -> Vec<String> {
-    let labels: String = (0..profiles.len()).map(|i| format!("[s{i}]")).collect();
-    let mut graph = format!("[0:v]split={}{labels}", profiles.len());
-    for (i, p) in profiles.iter().enumerate() {
-        let fps = match source_fps {
-            Some(source) if f64::from(p.fps) < source => format!(",fps={}", p.fps),
+) -> Result<Vec<String>, TranscodeError> {
+    let source_rate = source_fps
+        .filter(|fps| fps.is_finite() && *fps > 0.0)
+        .map(|fps| Rational::new((fps * 1000.0).round() as i32, 1000));
+    let labels: String = (0..specs.len()).map(|i| format!("[s{i}]")).collect();
+    let mut graph = format!("[0:v]split={}{labels}", specs.len());
+    let mut outputs = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let (rate, encoder) = crate::pipeline::cpu::cli_encoder_args(spec, settings, source_rate)?;
+        let fps = match source_rate {
+            Some(source) if rate.as_f64() < source.as_f64() => {
+                format!(",fps={}/{}", rate.num, rate.den)
+            }
             _ => String::new(),
         };
         graph.push_str(&format!(
             ";[s{i}]scale={}:{}:flags=bicubic{fps}[o{i}]",
-            p.width, p.height
+            spec.width, spec.height
         ));
+        outputs.push(encoder);
     }
-    let mut args = vec![
-        "-loglevel".into(),
-        "error".into(),
-        "-y".into(),
-        "-i".into(),
-        input.display().to_string(),
-    ];
-    args.extend(["-filter_complex".to_string(), graph]);
-    for (i, p) in profiles.iter().enumerate() {
-        let k = p.bitrate_bps / 1000;
-        let gop = (settings.gop_seconds * f64::from(p.fps)).round() as u32;
-        let bufsize = (f64::from(k) * settings.bufsize_factor).round() as u32;
-        args.extend(
-            format!(
-                "-map [o{i}] -map 0:a? -c:v libx264 -preset {} -b:v {k}k -maxrate {k}k -bufsize {bufsize}k -g {gop} \
-                 -forced-idr 1 -pix_fmt yuv420p -c:a copy -copyts -f mpegts",
-                settings.preset
-            )
-            .split_whitespace()
-            .map(String::from),
-        );
+    let mut args: Vec<String> = ["-loglevel", "error", "-y", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain([input.display().to_string(), "-filter_complex".into(), graph])
+        .collect();
+    for (i, (spec, encoder)) in specs.iter().zip(outputs).enumerate() {
+        args.extend([
+            "-map".to_string(),
+            format!("[o{i}]"),
+            "-map".into(),
+            "0:a?".into(),
+        ]);
+        args.extend(encoder);
+        args.extend(["-c:a", "copy", "-copyts"].map(String::from));
         args.push(
             out_dir
-                .join(format!("{i}-{}.ts", p.name))
+                .join(format!("{i}-{}.{}", spec.name, spec.container.extension()))
                 .display()
                 .to_string(),
         );
     }
-    args
+    Ok(args)
 }
 
 /// The same workload through the ffmpeg CLI: `concurrency` processes at a time,
@@ -357,7 +362,8 @@ pub fn run_ffmpeg_baseline(config: &BenchConfig, segments: &[Segment]) -> Result
                             &config.profiles,
                             &config.settings,
                             None,
-                        );
+                        )
+                        .map_err(|e| BenchError::Baseline(e.to_string()))?;
                         let status = Command::new("ffmpeg")
                             .args(&args)
                             .status()
@@ -518,6 +524,7 @@ pub fn sweep_limit(steps: &[SweepStep]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Profile;
 
     #[test]
     fn concurrency_ranges_parse() {
@@ -560,30 +567,33 @@ mod tests {
             Profile::by_name("P720p60fps16x9").unwrap(),
             Profile::by_name("P240p30fps16x9").unwrap(),
         ];
+        let specs = crate::pipeline::rendition::from_profiles(&profiles);
         let args = ffmpeg_ladder_args(
             Path::new("in.ts"),
             Path::new("/o"),
-            &profiles,
+            &specs,
             &EncoderSettings::default(),
             Some(60.0),
-        );
+        )
+        .unwrap();
         let text = args.join(" ");
         assert!(
             text.contains("[0:v]split=2[s0][s1];[s0]scale=1280:720:flags=bicubic[o0]"),
             "{text}"
         );
         assert!(
-            text.contains("scale=426:240:flags=bicubic,fps=30[o1]"),
+            text.contains("scale=426:240:flags=bicubic,fps=30/1[o1]"),
             "{text}"
         );
         assert!(
-            text.contains("-b:v 6000k -maxrate 6000k -bufsize 12000k -g 120"),
+            text.contains("-c:v libx264 -b:v 6000000 -g 120 -preset veryfast"),
             "{text}"
         );
         assert!(
-            text.contains("-b:v 600k -maxrate 600k -bufsize 1200k -g 60"),
+            text.contains("-x264-params vbv-maxrate=6000:vbv-bufsize=12000"),
             "{text}"
         );
-        assert!(text.contains("-preset veryfast"));
+        assert!(text.contains("-b:v 600000 -g 60"), "{text}");
+        assert!(text.contains("-pix_fmt yuv420p -f mpegts"), "{text}");
     }
 }

@@ -28,10 +28,11 @@ pub(crate) struct BenchArgs {
     /// A segment, or a longer file (MPEG-TS, MP4, MKV) cut into segments in-process.
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// Comma-separated profile names.
+    /// Comma-separated profile names, or go-livepeer's -transcodingOptions
+    /// JSON file (not with --orch-addr, which sends the named profiles).
     #[arg(
         long,
-        value_name = "LIST",
+        value_name = "LIST|FILE",
         default_value = "P720p30fps16x9,P360p30fps16x9,P240p30fps16x9"
     )]
     profiles: String,
@@ -82,7 +83,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     let settings = args.pipeline.settings()?;
     let config = BenchConfig {
         input: args.input.clone(),
-        profiles: parse_profile_list(&args.profiles)?,
+        profiles: crate::cli::transcode::renditions_of(&args.profiles)?,
         segments: args.segments,
         concurrency: args.concurrency.from,
         live: args.live,
@@ -205,7 +206,7 @@ fn sweep(
         let report = serde_json::json!({
             "backend": backend.name(),
             "device": backend.device(),
-            "profiles": config.profiles.iter().map(|p| p.name).collect::<Vec<_>>(),
+            "profiles": config.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             "sizing_ratio": SIZING_RATIO,
             "max_concurrency": limit,
             "sweep": steps,
