@@ -241,6 +241,24 @@ impl RemoteTranscoder {
         }
     }
 
+    /// What link `index` may grow to from `current`, claimed at once (set
+    /// as registered under one lock, before the call goes out, so no other
+    /// link can count on it meanwhile); `current` when there is no room.
+    fn claim(&self, index: usize, current: usize) -> usize {
+        let claimed = {
+            let mut book = self.book();
+            let to = book.allowance(index).max(current);
+            if to > current {
+                book.set_registered(index, to);
+            }
+            to
+        };
+        if claimed > current {
+            self.update_book(|_| {});
+        }
+        claimed
+    }
+
     /// One connection: connect, wait for a share, register, serve until the
     /// stream ends, the share goes to 0, or `stopped` (then drain with the
     /// stream open, so the orchestrator keeps waiting for the results).
@@ -269,7 +287,7 @@ impl RemoteTranscoder {
         // A share: at once, or once the others have given it back.
         let mut changes = self.book_changed.subscribe();
         let mut current = loop {
-            let grant = self.wanted(index, 0);
+            let grant = self.claim(index, 0);
             if grant > 0 {
                 break grant;
             }
@@ -287,8 +305,6 @@ impl RemoteTranscoder {
                 _ = until_stopped(stopped) => return LinkEnd::Shutdown,
             }
         };
-        // Reserved before the call, so no other link can take it meanwhile.
-        self.update_book(|book| book.set_registered(index, current));
         let mut registering = self.register(link, &client, current);
         // An orchestrator may send no headers until its first task: a call
         // not refused within the grace is registered, and its answer is
@@ -379,8 +395,12 @@ impl RemoteTranscoder {
                     self.update_book(|book| book.set_registered(index, 0));
                     return LinkEnd::Demoted;
                 }
+                // Growth is claimed under the book's lock, so two links
+                // never both count on the same free slot.
+                if wanted > current && link.in_flight() == 0 {
+                    wanted = self.claim(index, current);
+                }
                 if wanted > 0 && wanted != current && link.in_flight() == 0 {
-                    self.update_book(|book| book.set_registered(index, current.max(wanted)));
                     let call = Registration::Pending(self.register(link, &client, wanted));
                     let grace = tokio::time::Instant::now() + MOVE_GRACE;
                     moving = Some((call, wanted, grace));
