@@ -100,7 +100,7 @@ impl PipelineArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TranscodeArgs {
-    /// An MPEG-TS segment.
+    /// A segment: MPEG-TS, or any container libavformat recognises.
     input: PathBuf,
     /// Comma-separated profile names, or go-livepeer's -transcodingOptions
     /// JSON file (any size, bitrate, codec: H.264, HEVC, VP8, VP9).
@@ -157,6 +157,17 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
 /// list names the protocol's profiles.
 pub(crate) fn renditions_of(value: &str) -> Result<Vec<RenditionSpec>> {
     let path = std::path::Path::new(value);
+    if path.is_file() {
+        let length = path
+            .metadata()
+            .with_context(|| format!("reading the --profiles file {value}"))?
+            .len();
+        anyhow::ensure!(
+            length <= crate::protocol::transcoding_options::MAX_BYTES as u64,
+            "--profiles {value}: {length} bytes is not a transcodingOptions file (at most {} bytes)",
+            crate::protocol::transcoding_options::MAX_BYTES
+        );
+    }
     let file = path
         .is_file()
         .then(|| std::fs::read(path))
