@@ -387,3 +387,114 @@ fn a_transcoding_options_file_turns_every_input_codec_into_every_output_codec() 
         }
     }
 }
+
+/// The ffmpeg CLI's own `signature` of a rendition's video (binary format).
+fn cli_signature(data: &[u8], extension: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(format!("rendition.{extension}"));
+    let output = dir.path().join("cli.bin");
+    std::fs::write(&input, data).unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&input)
+        .args(["-map", "0:v:0", "-vf"])
+        .arg(format!(
+            "signature=format=binary:filename={}",
+            output.display()
+        ))
+        .args(["-f", "null", "-"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(output).unwrap()
+}
+
+/// Capability 14: each rendition's perceptual hash is the MPEG-7 signature
+/// of the pictures its encoder got (as LPMS makes it), and matches what the
+/// ffmpeg CLI's `signature` filter computes from the rendition itself, frame
+/// for frame; a rendition of other pictures does not match.
+#[test]
+fn perceptual_hashes_match_the_ffmpeg_clis_signature_of_each_rendition() {
+    use lpgpu::pipeline::{Container, RenditionSpec, SegmentOptions, VideoCodec};
+    use lpgpu::protocol::signature::{MAX_FRAME_DISTANCE, VideoSignature};
+    let backend = CpuBackend::new(EncoderSettings::default());
+    let mut specs = from_profiles(&parse_profile_list("P360p30fps16x9,P144p30fps16x9").unwrap());
+    let mut vp9 = RenditionSpec::from(parse_profile_list("P240p30fps16x9").unwrap()[0]);
+    vp9.name = "vp9".into();
+    vp9.codec = VideoCodec::Vp9;
+    vp9.container = Container::Matroska;
+    specs.push(vp9);
+    let options = SegmentOptions {
+        perceptual_hash: true,
+        ..Default::default()
+    };
+    let hashed = |path: &std::path::Path| {
+        backend
+            .transcode(Bytes::from(std::fs::read(path).unwrap()), &specs, &options)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = hashed(&clip("h264_720p.ts"));
+    // Other pictures: the same test pattern's shapes would come close.
+    let dir = tempfile::tempdir().unwrap();
+    let mandelbrot = dir.path().join("mandelbrot.ts");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "mandelbrot=size=640x360:rate=30",
+        ])
+        .args([
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&mandelbrot)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = hashed(&mandelbrot);
+    for (rendition, unrelated) in out.renditions.iter().zip(&other.renditions) {
+        let name = &rendition.spec.name;
+        let ours = VideoSignature::parse(rendition.perceptual_hash.as_ref().expect("a hash"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (ours.width, ours.height),
+            (rendition.width, rendition.height)
+        );
+        assert_eq!(ours.frames.len() as u64, rendition.frames, "{name}");
+        let cli = VideoSignature::parse(&cli_signature(
+            &rendition.data,
+            rendition.spec.container.extension(),
+        ))
+        .unwrap();
+        assert_eq!(cli.frames.len(), ours.frames.len(), "{name}");
+        assert_eq!((cli.width, cli.height), (ours.width, ours.height));
+        let matched = ours.mean_frame_distance(&cli).unwrap();
+        let control = VideoSignature::parse(unrelated.perceptual_hash.as_ref().unwrap())
+            .unwrap()
+            .mean_frame_distance(&cli)
+            .unwrap();
+        println!(
+            "{name}: mean frame distance {matched:.1} to the CLI's, {control:.1} to other pictures"
+        );
+        // Out of 760: the same pictures before and after a lossy encode stay
+        // within a few percent; other pictures are near random (~340).
+        assert!(matched < 40.0, "{name}: {matched}");
+        assert!(
+            control > 150.0 && control > 5.0 * matched,
+            "{name}: {control}"
+        );
+        assert!(control < f64::from(MAX_FRAME_DISTANCE));
+    }
+    // Not asked for, not made.
+    let plain = transcode("h264_720p.ts", "P144p30fps16x9").unwrap();
+    assert!(plain.renditions[0].perceptual_hash.is_none());
+}

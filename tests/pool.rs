@@ -493,6 +493,31 @@ fn a_transcoder_written_from_the_spec_joins_and_serves_a_stream() {
     drop(fake);
 }
 
+/// Perceptual hashes through the pool: today's wire asks for them
+/// (`calc_perceptual_hash`, made with Livepeer's own messages), the
+/// orchestrator asks its remote transcoder, a spec-written one that hashes
+/// with the ffmpeg CLI, and serves each hash part at the rendition's url +
+/// `.phash`.
+#[test]
+fn perceptual_hashes_come_back_from_a_spec_written_transcoder_through_the_pool() {
+    let hosts = Hosts::loopback(1);
+    let world = World::new(1.0);
+    let orchestrator = Orchestrator::start(&world, &hosts, 0);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ot_transcoder.py");
+    let fake = Command::new(python())
+        .arg(script)
+        .args(["--orch-addr", &orchestrator.addr()])
+        .args(["--secret", SECRET, "--capacity", "1", "--perceptual-hash"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _fake = Process(fake);
+    orchestrator.wait_for_members(1);
+    assert_eq!(hosts.address(0), "127.0.0.1");
+    common::today::round_trip_with(orchestrator.port, &common::clip("h264_720p.ts"), true);
+}
+
 #[test]
 fn the_orchestrator_side_meets_an_independent_checker_written_from_the_spec() {
     let hosts = Hosts::loopback(1);

@@ -439,7 +439,7 @@ fn an_independent_orchestrator_drives_every_task_form_with_exact_pixels() {
     for needed in [0, 1, 2, 3, 11, 12, 26] {
         assert!(caps.contains(&needed), "capability {needed} in {caps:?}");
     }
-    assert!(!caps.contains(&14), "perceptual hashes are not offered");
+    assert!(caps.contains(&14), "perceptual hashes are offered");
     wait_until("/readyz ready", Duration::from_secs(10), || {
         transcoder.get("/readyz").0 == 200
     });
@@ -550,8 +550,8 @@ fn an_independent_orchestrator_drives_every_task_form_with_exact_pixels() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(orch.posted(), posted, "a teardown posts nothing");
 
-    // A 404 url, a garbage segment, a bad duration, an incompatible job and
-    // a perceptual hash: error results; then a good task succeeds.
+    // A 404 url, a garbage segment, a bad duration, an incompatible job:
+    // error results; then a good task succeeds.
     let garbage = dir.path().join("garbage.ts");
     std::fs::write(
         &garbage,
@@ -575,12 +575,8 @@ fn an_independent_orchestrator_drives_every_task_form_with_exact_pixels() {
             "invalid duration",
         ),
         (
-            json!({"segment_file": file, "session": "dddd0001", "seq": 3, "capabilities": [0, 1, 14], "profiles": profile}),
+            json!({"segment_file": file, "session": "dddd0001", "seq": 3, "capabilities": [0, 1, 5], "profiles": profile}),
             "incompatible segment capabilities",
-        ),
-        (
-            json!({"segment_file": file, "session": "dddd0001", "seq": 4, "calc_perceptual_hash": true, "profiles": profile}),
-            "perceptual hashes are not supported by this transcoder",
         ),
         (
             json!({"segment_file": file, "session": "dddd0001", "seq": 5, "profiles": [{"name": "x", "width": 256, "height": 144, "bitrate": 1, "format": 9}]}),
@@ -603,6 +599,43 @@ fn an_independent_orchestrator_drives_every_task_form_with_exact_pixels() {
         "duration_ms": 1250, "profiles": profile}),
     );
     check_renditions(&orch.result(good), &short, &["video/mp2t"]);
+
+    // A perceptual hash (capability 14), as go-livepeer's transcoder sends
+    // it: an octet-stream part without Pixels after its rendition, an
+    // MPEG-7 signature of every picture in it.
+    let hashed = orch.send(
+        json!({"segment_file": short_file, "session": "dddd0001", "seq": 8,
+        "duration_ms": 1250, "capabilities": [0, 1, 12, 14], "calc_perceptual_hash": true,
+        "profiles": [profile[0].clone(), p("P240p30fps16x9", 426, 240, 600_000, 30)]}),
+    );
+    let result = orch.result(hashed);
+    assert_eq!(result["kind"], "renditions", "{result}");
+    let parts = result["parts"].as_array().unwrap();
+    let kinds: Vec<&str> = parts
+        .iter()
+        .map(|p| p["content_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "video/mp2t",
+            "application/octet-stream",
+            "video/mp2t",
+            "application/octet-stream"
+        ]
+    );
+    for pair in parts.chunks(2) {
+        let (video, hash) = (&pair[0], &pair[1]);
+        assert!(hash["pixels"].is_null(), "no Pixels on a hash: {hash}");
+        let probed = probe(&PathBuf::from(video["path"].as_str().unwrap()));
+        let bytes = std::fs::read(hash["path"].as_str().unwrap()).unwrap();
+        let signature = lpgpu::protocol::signature::VideoSignature::parse(&bytes).unwrap();
+        assert_eq!(
+            (signature.width as u64, signature.height as u64),
+            (probed.2, probed.3)
+        );
+        assert_eq!(signature.frames.len() as u64, probed.4, "one per picture");
+    }
 
     // More tasks at once than the capacity: the excess gets a busy error.
     let long = corpus("go-livepeer/sample_1_360_15000.ts");
@@ -1034,7 +1067,7 @@ fn a_failed_task_logs_its_cause_while_the_wire_keeps_the_stable_text() {
 /// Every codec in and out through the spec-written orchestrator. The
 /// registration offers bits 15–25 (HEVC, VP8 and VP9 decode and encode,
 /// H.264 4:4:4 / 4:2:2 8-bit and 4:2:0 / 4:2:2 / 4:4:4 10-bit decode) and
-/// not 14; a task asking H.265, VP9, VP8 and H.264 renditions gets each one
+/// 14 (perceptual hashes); a task asking H.265, VP9, VP8 and H.264 renditions gets each one
 /// (the part labelled `video/mp2t` by its profile's format, as go-livepeer
 /// labels it), and tasks whose sources are HEVC, VP9, VP8 and H.264 10-bit
 /// 4:2:2 and 4:4:4, each asking the bit its source needs, are served. Every
@@ -1073,7 +1106,7 @@ fn every_codec_in_and_out_from_a_go_livepeer_style_orchestrator() {
     for bit in 15..=25 {
         assert!(caps.contains(&bit), "capability {bit} offered: {caps:?}");
     }
-    assert!(!caps.contains(&14), "{caps:?}");
+    assert!(caps.contains(&14), "{caps:?}");
     let check = |result: &Value, codecs: &[&str]| {
         assert_eq!(result["kind"], "renditions", "{result}");
         let parts = result["parts"].as_array().unwrap();

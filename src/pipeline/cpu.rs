@@ -20,6 +20,7 @@ use ffmpeg_next as ffmpeg;
 
 use super::encoders::{SoftwareEncoder, software_encoder};
 use super::ladder::{FrameDecimator, output_frame_rate, output_size};
+use super::signature::SignatureSink;
 use super::timestamps::{MonotonicDts, PictureClock};
 use super::{
     Backend, Clip, EncoderSettings, Gop, H264Profile, Rational, Rendition, RenditionSpec,
@@ -146,6 +147,8 @@ pub(super) struct RungPlan {
     pub time_base: Rational,
     pub source_rate: Option<Rational>,
     pub settings: EncoderSettings,
+    /// Also make the rendition's perceptual hash (capability 14).
+    pub perceptual_hash: bool,
 }
 
 impl RungPlan {
@@ -186,6 +189,7 @@ pub(super) struct EncodedRung {
     pub height: u32,
     pub frames: u64,
     pub encode_seconds: f64,
+    pub perceptual_hash: Option<Bytes>,
 }
 
 /// The audio track copied into every rendition.
@@ -337,7 +341,12 @@ impl SourceSegment {
     }
 
     /// The plans of the renditions asked for.
-    pub fn plans(&self, specs: &[RenditionSpec], settings: &EncoderSettings) -> Vec<RungPlan> {
+    pub fn plans(
+        &self,
+        specs: &[RenditionSpec],
+        settings: &EncoderSettings,
+        perceptual_hash: bool,
+    ) -> Vec<RungPlan> {
         specs
             .iter()
             .map(|spec| RungPlan {
@@ -345,6 +354,7 @@ impl SourceSegment {
                 time_base: self.time_base,
                 source_rate: self.source_rate,
                 settings: settings.clone(),
+                perceptual_hash,
             })
             .collect()
     }
@@ -483,7 +493,7 @@ fn transcode_segment(
     })?;
     let (video_index, audio_index) = (source.video_index, source.audio_index);
 
-    let plans = source.plans(specs, settings);
+    let plans = source.plans(specs, settings, options.perceptual_hash);
     let mut clip = options.clip.map(|clip| ClipWindow::new(clip, &source));
     let mut audio_clip = clip;
     let (video_base, audio_base) = (
@@ -645,6 +655,8 @@ pub(super) struct RungEncoder {
     frames: u64,
     clock: PictureClock,
     busy: std::time::Duration,
+    /// The perceptual hash's filter, when the plan asks for one.
+    signature: Option<SignatureSink>,
 }
 
 impl RungEncoder {
@@ -657,6 +669,11 @@ impl RungEncoder {
         let out_rate = plan.output_rate();
         let encoder = open_encoder(&plan, width, height, out_rate, format)?;
         let clock = PictureClock::new(plan.frame_ticks());
+        let signature = if plan.perceptual_hash {
+            Some(SignatureSink::open(width, height, format, plan.time_base)?)
+        } else {
+            None
+        };
         Ok(Self {
             plan,
             encoder,
@@ -666,6 +683,7 @@ impl RungEncoder {
             frames: 0,
             clock,
             busy: std::time::Duration::ZERO,
+            signature,
         })
     }
 
@@ -689,6 +707,10 @@ impl RungEncoder {
             picture::Type::None
         });
         self.frames += 1;
+        // Hashed as LPMS hashes: the picture exactly as the encoder gets it.
+        if let Some(signature) = self.signature.as_mut() {
+            signature.push(picture)?;
+        }
         self.encoder
             .send_frame(picture)
             .map_err(internal("encoding"))?;
@@ -706,6 +728,7 @@ impl RungEncoder {
         drain_encoder(&mut self.encoder, &mut self.packets)?;
         let parameters = codec::Parameters::from(&self.encoder);
         let frame_ticks = self.plan.frame_ticks();
+        let perceptual_hash = self.signature.take().map(|s| s.finish()).transpose()?;
         Ok(EncodedRung {
             spec: self.plan.spec,
             parameters,
@@ -716,6 +739,7 @@ impl RungEncoder {
             height: self.height,
             frames: self.frames,
             encode_seconds: self.busy.as_secs_f64() + extra_seconds,
+            perceptual_hash,
         })
     }
 }
@@ -969,6 +993,7 @@ pub fn cli_encoder_args(
         time_base: Rational::new(1, 90_000),
         source_rate,
         settings: settings.clone(),
+        perceptual_hash: false,
     };
     let rate = plan.output_rate();
     let chosen = software_encoder(spec.codec)?;
@@ -1136,6 +1161,7 @@ pub(super) fn mux_rendition(
         frames: rung.frames,
         encode_seconds: rung.encode_seconds,
         data: Bytes::from(buffer.take()),
+        perceptual_hash: rung.perceptual_hash,
     })
 }
 
@@ -1157,6 +1183,7 @@ mod tests {
             time_base: Rational::new(1, 90_000),
             source_rate: Some(Rational::new(30, 1)),
             settings: EncoderSettings::default(),
+            perceptual_hash: false,
         }
     }
 

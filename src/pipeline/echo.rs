@@ -19,6 +19,15 @@ impl Backend for EchoBackend {
         "none (echo: renditions are the source)".into()
     }
 
+    /// What the CPU would offer, less perceptual hashes: echo makes none.
+    fn capabilities(&self) -> crate::protocol::capabilities::CapabilitySet {
+        let all = super::encoders::software_capabilities();
+        crate::protocol::capabilities::CapabilitySet::new(
+            all.iter()
+                .filter(|&c| c != crate::protocol::capabilities::MPEG7_VIDEO_SIGNATURE),
+        )
+    }
+
     fn transcode(
         &self,
         segment: Bytes,
@@ -32,6 +41,7 @@ impl Backend for EchoBackend {
             renditions: specs
                 .iter()
                 .map(|spec| Rendition {
+                    perceptual_hash: None,
                     spec: spec.clone(),
                     width: 0,
                     height: 0,

@@ -42,7 +42,8 @@ pub fn software_encoder(codec: VideoCodec) -> Result<SoftwareEncoder, TranscodeE
 /// What the CPU encoders make and its decoders read, as capability bits:
 /// every bit of [`caps::LPGPU_CAPABILITIES`] whose encoder (libx264,
 /// libx265, libvpx, libvpx-vp9) or decoder (hevc, vp8, vp9) this build of
-/// libavcodec has. H.264's high-bit-depth and 4:2:2 / 4:4:4 decoding is
+/// libavcodec has, and perceptual hashes when libavfilter has the
+/// `signature` filter. H.264's high-bit-depth and 4:2:2 / 4:4:4 decoding is
 /// part of every libavcodec h264 decoder.
 pub fn software_capabilities() -> CapabilitySet {
     let has_decoder = |id: ffmpeg_next::codec::Id| {
@@ -66,6 +67,7 @@ pub fn software_capabilities() -> CapabilitySet {
             caps::HEVC_DECODE => has_decoder(ffmpeg_next::codec::Id::HEVC),
             caps::VP8_DECODE => has_decoder(ffmpeg_next::codec::Id::VP8),
             caps::VP9_DECODE => has_decoder(ffmpeg_next::codec::Id::VP9),
+            caps::MPEG7_VIDEO_SIGNATURE => super::signature::available(),
             _ => true,
         })
         .collect();
@@ -90,9 +92,9 @@ mod tests {
             caps::VP8_DECODE,
             caps::VP9_DECODE,
             caps::H264_DECODE_420_10BIT,
+            caps::MPEG7_VIDEO_SIGNATURE,
         ] {
             assert!(set.contains(bit), "{bit}");
         }
-        assert!(!set.contains(caps::MPEG7_VIDEO_SIGNATURE));
     }
 }

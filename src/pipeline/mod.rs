@@ -1,5 +1,6 @@
-//! The transcoding pipeline: a segment in, one H.264 rendition (MPEG-TS or
-//! MP4) per [`RenditionSpec`] out.
+//! The transcoding pipeline: a segment in, one rendition (H.264, HEVC, VP8
+//! or VP9; MPEG-TS, MP4 or Matroska) per [`RenditionSpec`] out, each with
+//! its perceptual hash when asked ([`signature`]).
 //!
 //! [`Backend`] is the one interface, with two implementations:
 //! [`cpu::CpuBackend`] (ffmpeg-next: libavformat, libavcodec, swscale,
@@ -18,6 +19,7 @@ pub mod gpu;
 pub mod ladder;
 pub mod rendition;
 pub mod segmenter;
+pub mod signature;
 pub mod testclip;
 pub mod timestamps;
 pub mod workers;
@@ -43,6 +45,9 @@ pub struct Rendition {
     /// Seconds this rung spent scaling and encoding (its own thread's work).
     pub encode_seconds: f64,
     pub data: Bytes,
+    /// Its perceptual hash (an MPEG-7 video signature, FFmpeg's binary
+    /// format), when the segment asked for one.
+    pub perceptual_hash: Option<Bytes>,
 }
 
 impl fmt::Debug for Rendition {

@@ -19,6 +19,9 @@ pub struct SegmentOptions {
     /// When the result is due; a backend that would wait for a device
     /// place past it gives up instead.
     pub deadline: Option<std::time::Instant>,
+    /// Also make each rendition's perceptual hash (capability 14), as
+    /// LPMS does: the MPEG-7 signature of the pictures the encoder gets.
+    pub perceptual_hash: bool,
 }
 
 /// A flag that stops a transcode early; clones share it.

@@ -492,6 +492,7 @@ impl Pool {
             facts,
             stream,
             seq,
+            perceptual_hash,
         } = *job;
         if let Some((id, local)) = &self.local
             && *id == placed.member
@@ -500,6 +501,7 @@ impl Pool {
                 local,
                 segment.clone(),
                 specs,
+                perceptual_hash,
                 stream,
                 placed.new_session,
                 deadline,
@@ -542,6 +544,7 @@ impl Pool {
             duration,
             specs,
             force_session_reinit: false,
+            perceptual_hash,
             orch_id: &self.config.orch_id,
         });
         if let Err(error) = sender.try_send(Ok(notify)) {
@@ -578,10 +581,12 @@ impl Pool {
                         spec.height,
                     )
                 };
-                let renditions = read_renditions(parts, specs, size_of).map_err(|e| match e {
-                    ResultError::Input(error) => AttemptError::Input(error),
-                    ResultError::Member(text) => AttemptError::Member(text),
-                })?;
+                let renditions = read_renditions(parts, specs, perceptual_hash, size_of).map_err(
+                    |e| match e {
+                        ResultError::Input(error) => AttemptError::Input(error),
+                        ResultError::Member(text) => AttemptError::Member(text),
+                    },
+                )?;
                 self.lock().placement.on_time(placed.member);
                 let transcoded = Transcoded {
                     renditions,
@@ -627,6 +632,7 @@ struct SegmentJob<'a> {
     facts: &'a SegmentFacts,
     stream: &'a str,
     seq: u64,
+    perceptual_hash: bool,
 }
 
 /// A member's session id for a newly pinned stream: 128 random bits, since
@@ -641,6 +647,7 @@ async fn run_local(
     local: &LocalMember,
     segment: Bytes,
     specs: &[RenditionSpec],
+    perceptual_hash: bool,
     stream: &str,
     new_session: bool,
     deadline: Duration,
@@ -656,6 +663,7 @@ async fn run_local(
         segment,
         renditions: specs.to_vec(),
         clip: None,
+        perceptual_hash,
         deadline: Instant::now() + deadline.min(local.transcode_timeout),
     };
     match ticket.run(job).await {
@@ -680,13 +688,14 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Transcodes `segment` to `specs` on the reserved member, retrying once
-    /// elsewhere when that member fails it, all within `budget` (the
-    /// broadcaster's patience).
+    /// Transcodes `segment` to `specs` (with their perceptual hashes when
+    /// asked) on the reserved member, retrying once elsewhere when that
+    /// member fails it, all within `budget` (the broadcaster's patience).
     pub async fn run(
         mut self,
         segment: Bytes,
         specs: Vec<RenditionSpec>,
+        perceptual_hash: bool,
         seq: u64,
         budget: Duration,
     ) -> Result<Transcoded, TranscodeError> {
@@ -733,6 +742,7 @@ impl Reservation {
                 facts: &facts,
                 stream: &self.stream,
                 seq,
+                perceptual_hash,
             };
             let outcome = pool.attempt(&placed, &job, deadline).await;
             let result = match &outcome {

@@ -14,6 +14,7 @@ use crate::pipeline::{Rendition, RenditionSpec, TranscodeError};
 use crate::proto::{Capabilities, NotifySegment, TaskAuthToken, TaskSegData, capabilities};
 use crate::protocol::capabilities::GO_LIVEPEER_VERSION;
 use crate::protocol::results::Part;
+use crate::protocol::signature::VideoSignature;
 use crate::protocol::video_profile::{needs, to_video_profile};
 
 /// The smallest rendition go-livepeer's orchestrator accepts.
@@ -33,13 +34,18 @@ pub struct TaskRequest<'a> {
     pub duration: Duration,
     pub specs: &'a [RenditionSpec],
     pub force_session_reinit: bool,
+    /// Ask for each rendition's perceptual hash (capability 14).
+    pub perceptual_hash: bool,
     /// The orchestrator's address, or `offchain`.
     pub orch_id: &'a str,
 }
 
 /// The notification for a task, as go-livepeer's orchestrator fills it.
 pub fn notify_segment(task: &TaskRequest<'_>) -> NotifySegment {
-    let needed = needs(task.specs);
+    let mut needed = needs(task.specs);
+    if task.perceptual_hash {
+        needed.insert(crate::protocol::capabilities::MPEG7_VIDEO_SIGNATURE);
+    }
     NotifySegment {
         url: task.url.clone(),
         seg_data: Some(TaskSegData {
@@ -60,6 +66,7 @@ pub fn notify_segment(task: &TaskRequest<'_>) -> NotifySegment {
             }),
             full_profiles3: task.specs.iter().map(to_video_profile).collect(),
             force_session_reinit: task.force_session_reinit,
+            calc_perceptual_hash: task.perceptual_hash,
             ..Default::default()
         }),
         task_id: task.task_id,
@@ -131,21 +138,42 @@ pub fn read_error_text(text: &str) -> ResultError {
 }
 
 /// The renditions of a multipart result: parts matched to `specs` by
-/// position (perceptual-hash parts, `application/octet-stream`, skipped),
-/// each at least [`MIN_RENDITION_BYTES`]; `size_of` gives the picture size a
-/// spec's rendition has, so frames can be recounted from its `Pixels`.
+/// position, each at least [`MIN_RENDITION_BYTES`]. A part of type
+/// `application/octet-stream` is the perceptual hash of the rendition before
+/// it, as go-livepeer reads it; with `perceptual_hash` asked, every
+/// rendition must have one that is an MPEG-7 signature (else the member is
+/// at fault), otherwise hashes are dropped. `size_of`
+/// gives the picture size a spec's rendition has, so frames can be
+/// recounted from its `Pixels`.
 pub fn read_renditions(
     parts: Vec<Part>,
     specs: &[RenditionSpec],
+    perceptual_hash: bool,
     size_of: impl Fn(&RenditionSpec) -> (u32, u32),
 ) -> Result<Vec<Rendition>, ResultError> {
-    let renditions: Vec<Part> = parts
-        .into_iter()
-        .filter(|p| {
-            !p.header("content-type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("application/octet-stream"))
-        })
-        .collect();
+    let mut renditions: Vec<(Part, Option<Bytes>)> = Vec::with_capacity(specs.len());
+    for part in parts {
+        let is_hash = part
+            .header("content-type")
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+        if !is_hash {
+            renditions.push((part, None));
+            continue;
+        }
+        match renditions.last_mut() {
+            Some((_, hash @ None)) => *hash = Some(Bytes::clone(&part.data)),
+            Some((_, Some(_))) => {
+                return Err(ResultError::Member(
+                    "two perceptual hashes for one rendition".into(),
+                ));
+            }
+            None => {
+                return Err(ResultError::Member(
+                    "a perceptual hash before any rendition".into(),
+                ));
+            }
+        }
+    }
     if renditions.len() != specs.len() {
         return Err(ResultError::Member(format!(
             "{} renditions for {} profiles",
@@ -156,7 +184,7 @@ pub fn read_renditions(
     renditions
         .into_iter()
         .zip(specs)
-        .map(|(part, spec)| {
+        .map(|((part, hash), spec)| {
             if part.data.len() < MIN_RENDITION_BYTES {
                 return Err(ResultError::Member(format!(
                     "rendition {} is {} bytes",
@@ -175,6 +203,11 @@ pub fn read_renditions(
             } else {
                 0
             };
+            let perceptual_hash = if perceptual_hash {
+                Some(check_hash(hash, spec)?)
+            } else {
+                None
+            };
             Ok(Rendition {
                 spec: spec.clone(),
                 width,
@@ -182,9 +215,20 @@ pub fn read_renditions(
                 frames,
                 encode_seconds: 0.0,
                 data: Bytes::clone(&part.data),
+                perceptual_hash,
             })
         })
         .collect()
+}
+
+/// A member's perceptual hash for `spec`: present, and a video signature.
+fn check_hash(hash: Option<Bytes>, spec: &RenditionSpec) -> Result<Bytes, ResultError> {
+    let hash = hash.ok_or_else(|| {
+        ResultError::Member(format!("no perceptual hash for rendition {}", spec.name))
+    })?;
+    VideoSignature::parse(&hash)
+        .map_err(|e| ResultError::Member(format!("rendition {}: {e}", spec.name)))?;
+    Ok(hash)
 }
 
 #[cfg(test)]
@@ -208,6 +252,7 @@ mod tests {
             duration: Duration::from_millis(2000),
             specs: &specs,
             force_session_reinit: false,
+            perceptual_hash: false,
             orch_id: "offchain",
         });
         assert_eq!(n.profiles, b"invalid");
@@ -275,20 +320,74 @@ mod tests {
                 part(50, "7"),
             ],
             &specs,
+            false,
             size,
         )
         .unwrap();
         assert_eq!(got[0].spec.name, "P240p30fps16x9");
+        // Not asked for: dropped.
+        assert!(got[0].perceptual_hash.is_none());
         assert_eq!(got[0].frames, 60);
         // Pixels that are not whole pictures count no frames.
         assert_eq!(got[1].frames, 0);
         assert!(matches!(
-            read_renditions(vec![part(100, "0")], &specs, size),
+            read_renditions(vec![part(100, "0")], &specs, false, size),
             Err(ResultError::Member(_))
         ));
         assert!(matches!(
-            read_renditions(vec![part(100, "0"), part(24, "0")], &specs, size),
+            read_renditions(vec![part(100, "0"), part(24, "0")], &specs, false, size),
             Err(ResultError::Member(_))
         ));
+    }
+
+    #[test]
+    fn asked_for_hashes_follow_their_renditions_and_must_be_signatures() {
+        let specs = [spec("P240p30fps16x9"), spec("P144p30fps16x9")];
+        let part = |kind: &str, data: Vec<u8>| Part {
+            headers: vec![("content-type".into(), kind.into())],
+            data: Bytes::from(data),
+        };
+        let video = || part("video/mp2t", vec![0x47; 100]);
+        let signature = crate::protocol::signature::sample(426, 240, 3);
+        let hash = || part("application/octet-stream", signature.clone());
+        let size = |s: &RenditionSpec| (s.width, s.height);
+        let got =
+            read_renditions(vec![video(), hash(), video(), hash()], &specs, true, size).unwrap();
+        assert_eq!(got[1].perceptual_hash.as_deref(), Some(&signature[..]));
+        let member_error = |parts: Vec<Part>| {
+            matches!(
+                read_renditions(parts, &specs, true, size),
+                Err(ResultError::Member(_))
+            )
+        };
+        // Missing, first, twice, or not a signature: the member's fault.
+        assert!(member_error(vec![video(), hash(), video()]));
+        assert!(member_error(vec![hash(), video(), video(), hash()]));
+        assert!(member_error(vec![video(), hash(), hash(), video(), hash()]));
+        assert!(member_error(vec![
+            video(),
+            hash(),
+            video(),
+            part("application/octet-stream", b"hash".to_vec()),
+        ]));
+        // The notification asks for them, and needs capability 14.
+        let n = notify_segment(&TaskRequest {
+            task_id: 1,
+            url: "https://o/stream/s/1.tempfile".into(),
+            session: "s",
+            manifest_id: "m",
+            seq: 1,
+            duration: Duration::from_secs(2),
+            specs: &specs,
+            force_session_reinit: false,
+            perceptual_hash: true,
+            orch_id: "offchain",
+        });
+        let data = n.seg_data.unwrap();
+        assert!(data.calc_perceptual_hash);
+        let needs = crate::protocol::capabilities::CapabilitySet::from_bitstring(
+            &data.capabilities.unwrap().bitstring,
+        );
+        assert!(needs.contains(crate::protocol::capabilities::MPEG7_VIDEO_SIGNATURE));
     }
 }

@@ -49,11 +49,11 @@ pub const GO_LIVEPEER_VERSION: &str = "0.9.1";
 /// (libavcodec, or NVDEC for HEVC), H.264 4:4:4 and 4:2:2 at 8 bits and
 /// 4:2:0, 4:2:2 and 4:4:4 at 10 bits decode (libavcodec: NVDEC hands them
 /// to the CPU; renditions are 8-bit 4:2:0), and segment slicing
-/// (`segment_parameters`). Not: S3/GCS storage, perceptual hashes (14), AI
-/// pipelines. Each bit has a task or transcode in the tests that exercises
+/// (`segment_parameters`), perceptual hashes (14: FFmpeg's `signature`
+/// filter). Not: S3/GCS storage, AI pipelines. Each bit has a task or transcode in the tests that exercises
 /// it; a backend offers the subset its build really has
 /// ([`crate::pipeline::encoders::software_capabilities`]).
-pub const LPGPU_CAPABILITIES: [Capability; 23] = [
+pub const LPGPU_CAPABILITIES: [Capability; 24] = [
     H264,
     MPEGTS,
     MP4,
@@ -65,6 +65,7 @@ pub const LPGPU_CAPABILITIES: [Capability; 23] = [
     PROFILE_H264_CONSTRAINED_HIGH,
     GOP,
     AUTH_TOKEN,
+    MPEG7_VIDEO_SIGNATURE,
     HEVC_DECODE,
     HEVC_ENCODE,
     VP8_DECODE,
@@ -100,6 +101,11 @@ pub struct CapabilitySet(BTreeSet<Capability>);
 impl CapabilitySet {
     pub fn new(capabilities: impl IntoIterator<Item = Capability>) -> Self {
         Self(capabilities.into_iter().collect())
+    }
+
+    /// Adds one capability.
+    pub fn insert(&mut self, capability: Capability) {
+        self.0.insert(capability);
     }
 
     /// lpgpu's own set.
@@ -287,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn lpgpu_offers_what_it_does_and_not_perceptual_hashes_or_object_stores() {
+    fn lpgpu_offers_what_it_does_and_not_object_stores() {
         let ours = CapabilitySet::lpgpu();
         for k in [
             H264,
@@ -305,10 +311,11 @@ mod tests {
             H264_DECODE_420_10BIT,
             H264_DECODE_422_10BIT,
             H264_DECODE_444_10BIT,
+            MPEG7_VIDEO_SIGNATURE,
         ] {
             assert!(ours.contains(k), "{k}");
         }
-        for k in [MPEG7_VIDEO_SIGNATURE, STORAGE_S3, STORAGE_GCS] {
+        for k in [STORAGE_S3, STORAGE_GCS] {
             assert!(!ours.contains(k), "{k}");
         }
     }
@@ -327,10 +334,10 @@ mod tests {
         // An empty or non-semver version gets no work that names a minimum.
         assert!(job_fits(&job, Some("0.1.0"), &ours, "").is_err());
         assert!(job_fits(&job, Some("0.1.0"), &ours, "lpgpu").is_err());
-        let hashing = CapabilitySet::new([H264, MPEG7_VIDEO_SIGNATURE]);
+        let to_s3 = CapabilitySet::new([H264, STORAGE_S3]);
         assert_eq!(
-            job_fits(&hashing, None, &ours, "0.9.1"),
-            Err(Incompatible::Missing(vec![MPEG7_VIDEO_SIGNATURE]))
+            job_fits(&to_s3, None, &ours, "0.9.1"),
+            Err(Incompatible::Missing(vec![STORAGE_S3]))
         );
     }
 

@@ -12,6 +12,7 @@ pub mod limits;
 mod profiles;
 pub mod rendition;
 pub mod results;
+pub mod signature;
 mod stream_id;
 pub mod today;
 pub mod transcoding_options;

@@ -41,6 +41,20 @@ pub struct SegmentJob {
     /// patience), when the wire knows one; the transcode also stops at
     /// `--transcode-timeout-seconds` after it starts, whichever is first.
     pub deadline: Option<Instant>,
+    /// Also make each rendition's perceptual hash (capability 14; today's
+    /// `calc_perceptual_hash`).
+    pub perceptual_hash: bool,
+}
+
+impl SegmentJob {
+    /// The capabilities this segment needs of whoever transcodes it.
+    pub fn needs(&self) -> crate::protocol::capabilities::CapabilitySet {
+        let mut needs = crate::protocol::video_profile::needs(&self.renditions);
+        if self.perceptual_hash {
+            needs.insert(crate::protocol::capabilities::MPEG7_VIDEO_SIGNATURE);
+        }
+        needs
+    }
 }
 
 /// Limits of the segment path (the upload and slot flags).
@@ -190,7 +204,7 @@ impl SegmentCore {
             }
             Engine::Pool(pool) => {
                 let needs = JobNeeds {
-                    capabilities: crate::protocol::video_profile::needs(&job.renditions),
+                    capabilities: job.needs(),
                     min_version: None,
                 };
                 // A segment of a stream already in flight waits its turn,
@@ -240,6 +254,7 @@ impl SegmentCore {
                     segment,
                     renditions: job.renditions.clone(),
                     clip: None,
+                    perceptual_hash: job.perceptual_hash,
                     deadline,
                 };
                 ticket
@@ -251,7 +266,13 @@ impl SegmentCore {
                 // The broadcaster waits max(8 s, 4 × duration): the pool
                 // reads the duration from the segment and keeps inside it.
                 let budget = Duration::from_secs(300);
-                let run = reservation.run(segment, job.renditions.clone(), job.seq, budget);
+                let run = reservation.run(
+                    segment,
+                    job.renditions.clone(),
+                    job.perceptual_hash,
+                    job.seq,
+                    budget,
+                );
                 match tokio::time::timeout(timeout, run).await {
                     Ok(result) => result.map_err(Error::from),
                     Err(_) => Err(Error::TranscodeTimeout(timeout.as_secs())),

@@ -47,6 +47,7 @@ fn job(data: &[u8]) -> SegmentJob {
         ),
         expected_hash: Some(keccak256(data)),
         deadline: None,
+        perceptual_hash: false,
     }
 }
 

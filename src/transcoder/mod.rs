@@ -174,6 +174,8 @@ impl Wire for V2Wire {
         };
         let seq = verified.segment.seq;
         let job = SegmentJob {
+            // The 2018 wire has no perceptual hashes.
+            perceptual_hash: false,
             stream: StreamKey::new(&verified.job.stream_id),
             seq,
             renditions: crate::pipeline::rendition::from_profiles(&verified.profiles),

@@ -79,12 +79,21 @@ pub fn frames(data: &[u8]) -> u64 {
 /// fetched by curl and its `pixels` checked against ffprobe's frame count.
 /// Returns the decoded `OrchestratorInfo` and `TranscodeResult`.
 pub fn round_trip(port: u16, segment: &Path) -> (Value, Value) {
+    round_trip_with(port, segment, false)
+}
+
+/// [`round_trip`], with `calc_perceptual_hash` when `hashes`: each
+/// rendition's `perceptual_hash_url` is then its url + `.phash`, fetched by
+/// curl and checked to be an MPEG-7 signature of the rendition's size and
+/// frame count.
+pub fn round_trip_with(port: u16, segment: &Path, hashes: bool) -> (Value, Value) {
     let orch = format!("127.0.0.1:{port}");
     let info = livepeer_json(&["get-orchestrator", "--orch", &orch]);
     let token = &info["message"]["auth_token"];
     let body = std::fs::read(segment).unwrap();
     let hash = hex::encode(lpgpu::eth::keccak256(&body));
-    let header = livepeer(&[
+    let expiration = token["expiration"].to_string();
+    let mut args = vec![
         "encode-segdata",
         "--manifest",
         "today-stream",
@@ -97,12 +106,24 @@ pub fn round_trip(port: u16, segment: &Path) -> (Value, Value) {
         "--session",
         token["session_id"].as_str().unwrap(),
         "--expiration",
-        &token["expiration"].to_string(),
+        &expiration,
         "--profile",
         "P240p30fps16x9:426x240:600000:30",
         "--profile",
         "P144p30fps16x9:256x144:400000:30",
-    ]);
+    ];
+    if hashes {
+        args.extend(["--calc-perceptual-hash", "--capability", "14"]);
+        args.extend([
+            "--capability",
+            "0",
+            "--capability",
+            "1",
+            "--capability",
+            "12",
+        ]);
+    }
+    let header = livepeer(&args);
     let dir = tempfile::tempdir().unwrap();
     let result_path = dir.path().join("result.bin");
     let out = Command::new("curl")
@@ -142,6 +163,21 @@ pub fn round_trip(port: u16, segment: &Path) -> (Value, Value) {
         assert_eq!(codec, "h264");
         let pixels = frames(&fetched.stdout) * u64::from(width) * u64::from(height);
         assert_eq!(rendition["pixels"].as_u64(), Some(pixels), "{rendition}");
+        let hash_url = rendition["perceptual_hash_url"].as_str().unwrap_or("");
+        if !hashes {
+            assert_eq!(hash_url, "", "{rendition}");
+            continue;
+        }
+        assert_eq!(hash_url, format!("{url}.phash"));
+        let hash = Command::new("curl")
+            .args(["--http2", "-k", "-sS", "--fail", hash_url])
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "GET {hash_url}");
+        let signature = lpgpu::protocol::signature::VideoSignature::parse(&hash.stdout)
+            .unwrap_or_else(|e| panic!("{hash_url}: {e}"));
+        assert_eq!((signature.width, signature.height), (width, height));
+        assert_eq!(signature.frames.len() as u64, frames(&fetched.stdout));
     }
     (info, result)
 }

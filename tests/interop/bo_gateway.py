@@ -57,6 +57,30 @@ a check that cannot run fails with the reason):
     127.0.0.1, and one whose URL 404s (400 BadRequest) [uri-body, uri-body-404]
   * 5 segments back to back, then 3 at once, on one session
     [back-to-back-sequential, back-to-back-concurrent]
+  * perceptual hashes: the orchestrator advertises capability 14
+    (MPEG7VideoSignature); a segment with calc_perceptual_hash = true and
+    job capabilities 0, 1, 12, 14 (the two renditions of the valid check)
+    gets 200 with data whose every perceptual_hash_url is url + ".phash";
+    every rendition and .phash is fetched over HTTP/2; each .phash is an
+    MPEG-7 video signature in FFmpeg's `signature` filter binary format
+    (parse_video_signature: its length exactly what its header's counts
+    need, PixelX2+1 x PixelY2+1 = the rendition's size, NumOfFrames = its
+    ffprobe frame count +- 1) and matches the ffmpeg CLI's own signature of
+    the decoded rendition: frame counts within +- 1, frames aligned by
+    index, mean per-frame L1 distance of the 380 ternary FrameSignature
+    elements < 60 (of 760). A control keeps the metric honest: the same
+    .phash against the CLI's signature of different synthetic content
+    (lavfi mandelbrot, same size and length) must be > 2x the matched mean
+    and > 60, else the check fails. The threshold is from measurements
+    with FFmpeg 5.1: 60-frame 640x360 lavfi sources, scaled to 426x240 /
+    256x144 with `signature` before x264 at 600 / 400 kb/s (as LPMS signs),
+    that signature against the CLI's of the encoded rendition: testsrc
+    1.4 / 3.2, testsrc2 9.8 / 12.0, smptebars 10.9 / 13.9, mandelbrot
+    2.1 / 2.7 (worst single frame 36); unrelated content 286-363 (random
+    ternary vectors: ~338). Noise-like content is the weak spot (cellauto
+    ~50, lavfi `life` 93-141), which a real segment is not.
+    selftest-signature-distance repeats the testsrc / testsrc2 / smptebars
+    cases. -v logs every per-frame distance. [perceptual-hash]
   * capacity: N + 1 sessions obtained, N opened with a segment each; the
     further one's segment gets 403 OrchestratorCapped and GetOrchestrator
     UNKNOWN "Invalid orchestrator request: OrchestratorCapped";
@@ -79,7 +103,11 @@ httpx's async client on one HTTP/2 connection.
 `selftest` needs no orchestrator: it compiles the proto and checks this
 file's encodings (AuthToken HMAC and protobuf, the SegData signature
 preimage, SegData / Livepeer-Segment bytes, OrchestratorRequest, Payment and
-TranscodeResult layouts) against shared/vectors/bo-vectors.json.
+TranscodeResult layouts) against shared/vectors/bo-vectors.json, and the
+signature parser and distance with the ffmpeg CLI: a signature of a short
+lavfi clip parses to its size and frame count, truncated / padded / absurd
+ones are refused, and the signature of frames before x264 matches the CLI's
+of the encoded output while the control does not (distances logged).
 """
 
 import argparse
@@ -521,6 +549,146 @@ def probe(data: bytes):
         raise ValueError("ffprobe found no video stream")
     s = streams[0]
     return s.get("codec_name"), int(s.get("width", 0)), int(s.get("height", 0)), int(s.get("nb_read_frames", 0))
+
+
+# --------------------------------------------------------------------------
+# MPEG-7 video signatures (perceptual hashes) in FFmpeg's `signature` filter
+# binary format (libavfilter/vf_signature.c, binary_export): one big-endian
+# bit stream, MSB first, padded to a byte at the end.
+#
+#   header   NumOfSpatialRegions 32 (= 1), SpatialLocationFlag 1,
+#            PixelX1/PixelY1 32 (= 0), PixelX2 16 (= w - 1), PixelY2 16 (= h - 1),
+#            StartFrameOfSpatialRegion 32, NumOfFrames 32, MediaTimeUnit 16,
+#            MediaTimeFlagOfSpatialRegion 1, StartMediaTime 32, EndMediaTime 32,
+#            NumOfSegments 32                                      = 274 bits
+#   segment  StartFrame 32, EndFrame 32, MediaTimeFlag 1, StartMediaTime 32,
+#            EndMediaTime 32, 5 bags of 243 bits (coarse signature) = 1344 bits
+#   CompressionFlag 1 (= 0: only uncompressed frames exist)
+#   frame    MediaTimeFlagOfFrame 1, MediaTimeOfFrame 32, FrameConfidence 8,
+#            5 Words of 8, FrameSignature 76 x 8 (each byte 5 ternary
+#            elements as a base-3 number, first element most significant)
+#                                                                  = 689 bits
+
+SIG_HEADER_BITS = 32 + 1 + 32 + 16 + 16 + 32 + 32 + 16 + 1 + 32 + 32 + 32
+SIG_SEGMENT_BITS = 32 + 32 + 1 + 32 + 32 + 5 * 243
+SIG_FRAME_BITS = 1 + 32 + 8 + 5 * 8 + 76 * 8
+SIG_ELEMENTS = 380                     # ternary elements of a FrameSignature
+SIG_MAX_L1 = 2 * SIG_ELEMENTS          # the largest per-frame L1 distance (760)
+# Mean per-frame L1 distance under which two signatures are "the same video".
+# Measured (selftest-signature-distance, FFmpeg 5.1): the signature of the
+# scaled frames before x264 against the ffmpeg CLI's signature of the encoded
+# rendition lies far below this; unrelated content (the control) lies far above.
+SIG_MATCH_MEAN_L1 = 60.0
+SIG_CONTROL_FACTOR = 2.0               # the control must be > 2x the matched mean (and > the threshold)
+# The control video: synthetic content unlike a real segment and unlike
+# ffmpeg's testsrc/testsrc2 test segments.
+SIG_CONTROL_SOURCE = "mandelbrot=size={w}x{h}:rate=30"
+# base-3 digits of a FrameSignature byte, first element first (b // 81, ...)
+_TERNARY = [bytes((b // 81, b % 81 // 27, b % 27 // 9, b % 9 // 3, b % 3)) for b in range(243)]
+
+
+class SignatureError(ValueError):
+    """A perceptual hash that is not a well-formed FFmpeg binary signature."""
+
+
+class VideoSignature:
+    """A parsed FFmpeg binary MPEG-7 video signature. `frames` holds, per
+    frame, (pts, confidence, words, elements): elements = the 380 ternary
+    values (0, 1, 2) of the FrameSignature as bytes."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return (f"VideoSignature({self.width}x{self.height}, {self.num_frames} frames, "
+                f"{self.num_segments} segments, {self.length} bytes)")
+
+
+class _Bits:
+    """Big-endian, MSB-first bit reader."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def get(self, n: int) -> int:
+        first, end = self.pos >> 3, (self.pos + n + 7) >> 3
+        value = int.from_bytes(self.data[first:end], "big") >> (end * 8 - self.pos - n)
+        self.pos += n
+        return value & ((1 << n) - 1)
+
+
+def parse_video_signature(data: bytes) -> VideoSignature:
+    """Parse an FFmpeg `signature` filter binary export. Raises
+    SignatureError with the reason for anything that does not fit: too short
+    for its header, a header whose counts the data cannot hold (truncated,
+    absurd NumOfFrames), bytes left over, a compressed signature, or a
+    FrameSignature byte that is no 5-digit base-3 number."""
+    data = bytes(data)
+    have = len(data) * 8
+    if have < SIG_HEADER_BITS:
+        raise SignatureError(f"{len(data)} bytes, shorter than the {(SIG_HEADER_BITS + 7) // 8}-byte header")
+    r = _Bits(data)
+    regions, location_flag, x1y1 = r.get(32), r.get(1), r.get(32)
+    x2, y2, start_frame, num_frames = r.get(16), r.get(16), r.get(32), r.get(32)
+    time_unit, time_flag, start_time, end_time, num_segments = r.get(16), r.get(1), r.get(32), r.get(32), r.get(32)
+    if regions != 1:
+        raise SignatureError(f"NumOfSpatialRegions {regions}, want 1 (the only value FFmpeg writes)")
+    need_bits = SIG_HEADER_BITS + num_segments * SIG_SEGMENT_BITS + 1 + num_frames * SIG_FRAME_BITS
+    need = (need_bits + 7) // 8
+    if len(data) < need:
+        raise SignatureError(f"{len(data)} bytes, but NumOfFrames {num_frames} and NumOfSegments {num_segments} "
+                             f"need {need}: truncated, or absurd counts")
+    if len(data) > need:
+        raise SignatureError(f"{len(data)} bytes, {len(data) - need} more than NumOfFrames {num_frames} and "
+                             f"NumOfSegments {num_segments} account for ({need})")
+    segments = []
+    for _ in range(num_segments):
+        s_start, s_end, _flag, t_start, t_end = r.get(32), r.get(32), r.get(1), r.get(32), r.get(32)
+        r.get(5 * 243)  # the coarse bags of words, not compared here
+        segments.append((s_start, s_end, t_start, t_end))
+    compression = r.get(1)
+    if compression != 0:
+        raise SignatureError("CompressionFlag 1: compressed frame signatures (FFmpeg writes only 0)")
+    frames = []
+    for i in range(num_frames):
+        _flag, pts, confidence = r.get(1), r.get(32), r.get(8)
+        words = bytes(r.get(8) for _ in range(5))
+        packed = r.get(76 * 8).to_bytes(76, "big")
+        bad = next((b for b in packed if b > 242), None)
+        if bad is not None:
+            raise SignatureError(f"frame {i}: FrameSignature byte {bad} is no 5-digit base-3 number (> 242)")
+        frames.append((pts, confidence, words, b"".join(_TERNARY[b] for b in packed)))
+    return VideoSignature(width=x2 + 1, height=y2 + 1, pixel_x1y1=x1y1, location_flag=location_flag,
+                          start_frame=start_frame, num_frames=num_frames, time_unit=time_unit,
+                          time_flag=time_flag, start_time=start_time, end_time=end_time,
+                          num_segments=num_segments, segments=segments, frames=frames, length=len(data))
+
+
+def signature_distances(a: VideoSignature, b: VideoSignature):
+    """Per-frame L1 distances between the FrameSignatures of a and b, frames
+    aligned by index (as many as both have)."""
+    return [sum(abs(x - y) for x, y in zip(fa[3], fb[3])) for fa, fb in zip(a.frames, b.frames)]
+
+
+def mean(values):
+    return sum(values) / len(values) if values else float("nan")
+
+
+def cli_signature(input_args, timeout=120) -> bytes:
+    """The ffmpeg CLI's own binary signature of the first video stream of
+    `input_args` (e.g. ["-i", FILE], or a lavfi source with -frames:v)."""
+    work = tempfile.mkdtemp(prefix="bo_gateway_sig_")
+    try:
+        out = os.path.join(work, "sig.bin")  # mkdtemp names need no filtergraph escaping
+        run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *input_args, "-map", "0:v:0",
+                              "-vf", f"signature=format=binary:filename={out}", "-f", "null", "-"],
+                             capture_output=True, timeout=timeout)
+        if run.returncode != 0 or not os.path.exists(out):
+            raise ValueError(f"ffmpeg signature failed ({run.returncode}): "
+                             f"{run.stderr.decode(errors='replace').strip()[-300:]}")
+        return open(out, "rb").read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class SegmentServer:
@@ -1180,6 +1348,112 @@ def check_back_to_back(gw, R):
     gw.end_all()
 
 
+CAP_MPEG7_SIGNATURE = 14               # MPEG7VideoSignature (ot-protocol.md)
+
+
+def perceptual_hash_problems(name, rendition: bytes, phash: bytes, verbose=False):
+    """Judge one rendition's perceptual hash: an FFmpeg binary MPEG-7
+    signature of the rendition's own frames (size and frame count by
+    ffprobe), close to the ffmpeg CLI's signature of the decoded rendition
+    (mean per-frame L1 < SIG_MATCH_MEAN_L1) and far from the signature of
+    different (synthetic) content of the same size and length.
+    Returns (problems, note)."""
+    try:
+        sig = parse_video_signature(phash)
+    except SignatureError as e:
+        return [f"{name}: the .phash ({len(phash)} bytes) is no FFmpeg binary signature: {e}"], ""
+    with tempfile.NamedTemporaryFile(suffix=".ts") as f:
+        f.write(rendition)
+        f.flush()
+        try:
+            _codec, w, h, frames = probe(rendition)
+            ref = parse_video_signature(cli_signature(["-i", f.name]))
+            control = parse_video_signature(cli_signature(
+                ["-f", "lavfi", "-i", SIG_CONTROL_SOURCE.format(w=w, h=h), "-frames:v", str(max(1, frames))]))
+        except (ValueError, subprocess.SubprocessError) as e:  # SignatureError is a ValueError
+            return [f"{name}: cannot make the reference signatures: {e}"], ""
+    p = []
+    if (sig.width, sig.height) != (w, h):
+        p.append(f"{name}: the signature is of {sig.width}x{sig.height} frames (PixelX2+1 x PixelY2+1), "
+                 f"the rendition is {w}x{h}")
+    if abs(sig.num_frames - frames) > 1:
+        p.append(f"{name}: the signature has {sig.num_frames} frames, the rendition {frames} (ffprobe)")
+    if abs(sig.num_frames - ref.num_frames) > 1:
+        p.append(f"{name}: the signature has {sig.num_frames} frames, the CLI's of the rendition {ref.num_frames}")
+    matched = signature_distances(sig, ref)
+    unrelated = signature_distances(sig, control)
+    m_mean, c_mean = mean(matched), mean(unrelated)
+    if verbose:
+        log(f"perceptual-hash {name}: per-frame L1 to the CLI signature of the rendition: {matched}")
+        log(f"perceptual-hash {name}: per-frame L1 to the control ({SIG_CONTROL_SOURCE.format(w=w, h=h)}): "
+            f"{unrelated}")
+    if not matched:
+        p.append(f"{name}: no frames to compare")
+    elif not m_mean < SIG_MATCH_MEAN_L1:
+        p.append(f"{name}: mean per-frame L1 distance to the CLI's signature of the rendition {m_mean:.1f}, "
+                 f"want < {SIG_MATCH_MEAN_L1:.0f} (of {SIG_MAX_L1}; max {max(matched)} over {len(matched)} frames; "
+                 f"control {c_mean:.1f})")
+    elif not (c_mean > SIG_CONTROL_FACTOR * m_mean and c_mean > SIG_MATCH_MEAN_L1):
+        p.append(f"{name}: the control does not separate: mean L1 to different content {c_mean:.1f}, "
+                 f"to the rendition's own {m_mean:.1f} (want > {SIG_CONTROL_FACTOR:.0f}x and > "
+                 f"{SIG_MATCH_MEAN_L1:.0f})")
+    note = (f"{name} {w}x{h} {frames} frames: phash {sig.length} bytes, {sig.num_frames} frames, "
+            f"mean L1 {m_mean:.1f} (max {max(matched, default=0)}) to the CLI's, {c_mean:.1f} to the control")
+    return p, note
+
+
+def check_perceptual_hash(gw, R):
+    """A segment with calc_perceptual_hash and capability 14: every rendition
+    comes with url + ".phash", an FFmpeg binary MPEG-7 signature of it."""
+    with R.check("perceptual-hash") as c:
+        try:
+            info = gw.get_orchestrator()
+        except grpc.RpcError as e:
+            raise CheckFailed(f"GetOrchestrator failed: {e.code().name} {e.details()!r}")
+        except (OSError, ssl.SSLError) as e:
+            raise CheckFailed(f"cannot reach {gw.host}:{gw.port}: {type(e).__name__}: {e}")
+        if not info.transcoder or not info.HasField("auth_token"):
+            raise CheckFailed("GetOrchestrator gave no transcoder or no auth_token")
+        o_caps = capability_bits(info.capabilities)
+        if CAP_MPEG7_SIGNATURE not in o_caps:
+            raise CheckFailed(f"the orchestrator does not advertise capability {CAP_MPEG7_SIGNATURE} "
+                              f"(MPEG7VideoSignature): it advertises {sorted(o_caps)}")
+        transcoder, tok = info.transcoder.rstrip("/"), info.auth_token
+        sd = gw.segdata(tok, 1, caps=job_capabilities(set(JOB_CAPABILITIES) | {CAP_MPEG7_SIGNATURE}))
+        sd.calc_perceptual_hash = True
+        resp = gw.post(transcoder, gw.seg_headers(sd))
+        result, p = gw.result_problems(resp, transcoder, tok, 1)
+        require(p)
+        names = [prof[0] for prof in PROFILES]
+        for seg, name in zip(result.data.segments, names):
+            if seg.perceptual_hash_url != seg.url + ".phash":
+                p.append(f"{name}: perceptual_hash_url {seg.perceptual_hash_url!r}, want {seg.url + '.phash'!r}")
+        require(p)
+        notes = []
+        for seg, name in zip(result.data.segments, names):
+            bodies = []
+            for url in (seg.url, seg.perceptual_hash_url):
+                try:
+                    r = gw.http.get(url)
+                except httpx.HTTPError as e:
+                    p.append(f"GET {url}: {type(e).__name__}: {e}")
+                    break
+                if r.status_code != 200:
+                    p.append(f"GET {url}: status {r.status_code} {show(r.content)}")
+                    break
+                if r.http_version != "HTTP/2":
+                    p.append(f"GET {url} answered over {r.http_version}")
+                bodies.append(r.content)
+            if len(bodies) == 2:
+                q, note = perceptual_hash_problems(name, bodies[0], bodies[1], getattr(gw.args, "verbose", False))
+                p += q
+                if note:
+                    notes.append(note)
+        require(p)
+        c.detail = (f"threshold: mean per-frame L1 < {SIG_MATCH_MEAN_L1:.0f} of {SIG_MAX_L1}; " + "; ".join(notes))
+    gw.end_all()
+
+
 CAPACITY_CHECKS = ["capacity-open-sessions", "capacity-segment-capped", "capacity-get-orchestrator-capped",
                    "end-session", "end-session-renditions-gone", "capacity-freed-after-end",
                    "end-session-wrong-token", "end-session-no-token", "end-session-all"]
@@ -1297,7 +1571,7 @@ def run_checks(args):
     gw = Gateway(args)
     R = Runner()
     groups = [check_get_orchestrator, check_ping, check_valid_segment, check_refusals, check_big_bodies,
-              check_uri_body, check_back_to_back,
+              check_uri_body, check_back_to_back, check_perceptual_hash,
               check_capacity]  # last: it fills the orchestrator
     try:
         for group in groups:
@@ -1487,8 +1761,112 @@ def run_selftest(args):
         if not (ok and st == 403 and b == b"invalid auth token\n"):
             p.append(f"chunked {ok} {st} {b!r}")
         require(p)
+
+    selftest_signatures(R)
     failed = [r for r in R.results if not r["ok"]]
     return 1 if failed else 0
+
+
+def _with_bits(data: bytes, pos: int, n: int, value: int) -> bytes:
+    """data with the n bits at bit offset pos (MSB first) replaced by value."""
+    total = len(data) * 8
+    shift = total - pos - n
+    whole = int.from_bytes(data, "big")
+    whole = whole & ~(((1 << n) - 1) << shift) | (value << shift)
+    return whole.to_bytes(len(data), "big")
+
+
+def selftest_signatures(R):
+    """The signature parser and distance against the ffmpeg CLI."""
+    work = tempfile.mkdtemp(prefix="bo_gateway_sigtest_")
+
+    def ffmpeg(*a):
+        run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *a], capture_output=True, timeout=120)
+        if run.returncode != 0:
+            raise CheckFailed(f"ffmpeg {' '.join(a)}: {run.stderr.decode(errors='replace').strip()[-300:]}")
+
+    try:
+        with R.check("selftest-signature-parser") as c:
+            frames, w, h = 50, 320, 180
+            raw = cli_signature(["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=30", "-frames:v", str(frames)])
+            sig = parse_video_signature(raw)
+            p = []
+            if (sig.width, sig.height, sig.num_frames, len(sig.frames)) != (w, h, frames, frames):
+                p.append(f"parsed {sig.width}x{sig.height}, {sig.num_frames} / {len(sig.frames)} frames, "
+                         f"want {w}x{h}, {frames}")
+            if sig.num_segments != (frames + 44) // 45:
+                p.append(f"{sig.num_segments} segments, want {(frames + 44) // 45}")
+            want_len = (SIG_HEADER_BITS + sig.num_segments * SIG_SEGMENT_BITS + 1 + frames * SIG_FRAME_BITS + 7) // 8
+            if len(raw) != want_len:
+                p.append(f"{len(raw)} bytes, want {want_len}")
+            if any(len(f[3]) != SIG_ELEMENTS or max(f[3]) > 2 for f in sig.frames):
+                p.append("a frame without 380 ternary elements")
+            if [f[0] for f in sig.frames] != sorted({f[0] for f in sig.frames}):
+                p.append("frame pts not strictly increasing")
+            if signature_distances(sig, sig) != [0] * frames:
+                p.append("a signature is not at distance 0 from itself")
+            # NumOfFrames sits at bit 129, NumOfSpatialRegions at 0; frame 0's
+            # FrameSignature starts after the header, segments, compression
+            # flag, and frame 0's flag, pts, confidence and words.
+            sig0 = SIG_HEADER_BITS + sig.num_segments * SIG_SEGMENT_BITS + 1 + 1 + 32 + 8 + 40
+            xml = os.path.join(work, "sig.xml")
+            ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=30", "-frames:v", "5",
+                   "-vf", f"signature=format=xml:filename={xml}", "-f", "null", "-")
+            bad = {"truncated by 1 byte": raw[:-1], "truncated to 20 bytes": raw[:20],
+                   "truncated mid-frame": raw[:len(raw) // 2], "empty": b"",
+                   "1 byte appended": raw + b"\x00", "NumOfFrames 0xFFFFFFFF": _with_bits(raw, 129, 32, 0xFFFFFFFF),
+                   "NumOfFrames + 1": _with_bits(raw, 129, 32, frames + 1),
+                   "NumOfSpatialRegions 2": _with_bits(raw, 0, 32, 2),
+                   "FrameSignature byte 255": _with_bits(raw, sig0, 8, 255),
+                   "the XML export": open(xml, "rb").read()}
+            refusals = []
+            for label, data in bad.items():
+                try:
+                    parse_video_signature(data)
+                    p.append(f"{label}: parsed")
+                except SignatureError as e:
+                    refusals.append(f"{label}: {e}")
+                except Exception as e:  # noqa: BLE001 - must be a clear refusal, not a trace
+                    p.append(f"{label}: {type(e).__name__} {e} instead of SignatureError")
+            require(p)
+            for line in refusals:
+                log(f"selftest-signature-parser refuses {line}")
+            c.detail = (f"{w}x{h} {frames} frames, {sig.num_segments} segments, {len(raw)} bytes; "
+                        f"{len(refusals)} malformed inputs refused")
+
+        with R.check("selftest-signature-distance") as c:
+            # A stand-in for an orchestrator: the source scaled, signed before
+            # encoding (as LPMS does), encoded with x264; then judged as the
+            # perceptual-hash check judges a rendition and its .phash.
+            notes, p = [], []
+            renditions = {}
+            for source in ("testsrc", "smptebars", "testsrc2"):
+                src = os.path.join(work, f"{source}.ts")
+                ffmpeg("-f", "lavfi", "-i", f"{source}=size=640x360:rate=30", "-frames:v", "60",
+                       "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", src)
+                for name, pw, ph, bitrate, fps in PROFILES:
+                    pre, out = os.path.join(work, f"{source}_{name}.bin"), os.path.join(work, f"{source}_{name}.ts")
+                    ffmpeg("-i", src, "-map", "0:v:0", "-vf", f"fps={fps},scale={pw}:{ph},signature=filename={pre}",
+                           "-c:v", "libx264", "-b:v", str(bitrate), "-f", "mpegts", out)
+                    renditions[source, name] = (open(out, "rb").read(), open(pre, "rb").read())
+                    q, note = perceptual_hash_problems(f"{source}/{name}", *renditions[source, name])
+                    p += q
+                    notes.append(note)
+            # Negative cases: another video's hash, and a hash of another size.
+            (r_a, _), (_, h_b) = renditions["testsrc", PROFILES[0][0]], renditions["testsrc2", PROFILES[0][0]]
+            q, note = perceptual_hash_problems("testsrc rendition, testsrc2 hash", r_a, h_b)
+            if not any("mean per-frame L1" in x for x in q):
+                p.append(f"a testsrc2 hash for a testsrc rendition is not refused by distance: {q} {note}")
+            else:
+                log(f"selftest-signature-distance: refused as it should be: {q[0]}")
+            (_, h_small) = renditions["testsrc", PROFILES[1][0]]
+            q, _ = perceptual_hash_problems("426x240 rendition, 256x144 hash", r_a, h_small)
+            if not any("256x144 frames" in x for x in q):
+                p.append(f"a 256x144 hash for a 426x240 rendition is not refused by size: {q}")
+            require(p)
+            c.detail = "; ".join(notes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv=None):
@@ -1501,6 +1879,8 @@ def main(argv=None):
     c.add_argument("--max-sessions", type=int, required=True, help="the orchestrator's session capacity")
     c.add_argument("--report", help="write the JSON report here")
     c.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds (30)")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="also log per-frame signature distances (perceptual-hash) to stderr")
     s = sub.add_parser("selftest", help="check this file's encodings against the vectors")
     s.add_argument("--vectors", default=VECTORS)
     args = ap.parse_args(argv)

@@ -360,6 +360,7 @@ def cmd_encode_segdata(args):
         duration=args.duration,
         auth_token=pb2.AuthToken(token=_hex(args.token), session_id=args.session,
                                  expiration=args.expiration),
+        calc_perceptual_hash=args.calc_perceptual_hash,
     )
     if args.capability or args.min_version is not None:
         words = [0] * (max(args.capability, default=0) // 64 + 1) if args.capability else []
@@ -415,6 +416,8 @@ def main(argv=None):
     p.add_argument("--profiles-field", choices=PROFILE_FIELDS, default="fullProfiles")
     p.add_argument("--duration", type=int, default=2000, help="ms (default 2000)")
     p.add_argument("--sig", default="", help="SegData.sig, hex (default empty: offchain)")
+    p.add_argument("--calc-perceptual-hash", action="store_true",
+                   help="SegData.calc_perceptual_hash (field 10)")
     p.add_argument("--legacy-profiles", default="invalid",
                    help='SegData.profiles bytes (default "invalid", as go-livepeer sends)')
     p.add_argument("--capability", type=int, action="append", default=[],

@@ -12,10 +12,21 @@ over HTTP/2.
 Usage:
   ot_transcoder.py --orch-addr HOST:PORT --secret SECRET [--capacity N]
                    [--name NAME] [--version V] [--delay-seconds X]
+                   [--perceptual-hash]
+
+--perceptual-hash: also advertise capability 14 (MPEG7VideoSignature) and
+serve tasks with calc_perceptual_hash: every rendition's MPEG-7 video
+signature (FFmpeg's `signature` filter, binary format, computed on the scaled
+frames in the same ffmpeg run that encodes the rendition, as LPMS does) is
+posted as an application/octet-stream part right after the rendition's part.
+Without it such tasks are refused (an error result), as go-livepeer refuses
+jobs needing a capability it lacks.
 
 stdout (one line each, flushed):
   registered capacity=N                       each time a registration stream is open
-  task <taskId> session=<id> seq=<n> result=ok|error <seconds>
+  task <taskId> session=<id> seq=<n> result=ok|error <seconds>[ phash=<n>]
+      (` phash=<n>`, the number of hash parts posted, only for tasks that
+      asked for calc_perceptual_hash)
 stderr: logs. Exit status 3 when the orchestrator refuses the registration
 with `invalid secret` or `zero capacity`.
 """
@@ -51,6 +62,8 @@ CAPABILITIES = {
     "ProfileH264Baseline": 7, "ProfileH264Main": 8, "ProfileH264High": 9,
     "ProfileH264ConstrainedHigh": 10, "GOP": 11, "AuthToken": 12,
 }
+# Advertised only with --perceptual-hash.
+CAPABILITY_MPEG7_VIDEO_SIGNATURE = 14
 
 MAX_SEGMENT_BYTES = 300_000_000   # per downloaded segment
 DOWNLOAD_SECONDS = 4.0            # for the whole download
@@ -174,9 +187,22 @@ def profile_name(p) -> str:
     return p.name or f"net_{p.width}x{p.height}_{p.bitrate}"
 
 
-def encode_options(net_pb2, p, index: int):
+def filter_value(value: str) -> str:
+    """`value` escaped for use as a filter option value inside a -vf
+    filtergraph: two levels, as FFmpeg's "Notes on filtergraph escaping"
+    describe. First the option parser (':' separates options; '\\' and
+    quotes escape), then the filtergraph parser (',', ';', '[' and ']'
+    separate filters and pads; '\\' and quotes escape)."""
+    level1 = re.sub(r"([\\':])", r"\\\1", value)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", level1)
+
+
+def encode_options(net_pb2, p, index: int, signature_path=None):
     """The ffmpeg output options for one VideoProfile, or TaskError for what
-    this peer does not do."""
+    this peer does not do. With `signature_path`, the video filter chain
+    ends with the MPEG-7 `signature` filter (binary format) writing the
+    rendition's perceptual hash there: it sees the frames after fps and
+    scaling, i.e. exactly the frames that are encoded."""
     VP = net_pb2.VideoProfile
     if p.format not in (VP.MPEGTS, VP.MP4):
         raise TaskError("unrecognized profile output format")
@@ -193,6 +219,8 @@ def encode_options(net_pb2, p, index: int):
     if p.fps:
         filters.append(f"fps={p.fps}/{p.fpsDen or 1}")
     filters.append(f"scale={p.width}:{p.height}")
+    if signature_path is not None:
+        filters.append(f"signature=format=binary:filename={filter_value(signature_path)}")
     opts = ["-map", "0:v:0", "-map", "0:a:0?", "-vf", ",".join(filters),
             # keep every filtered frame as is: no cfr duplication or dropping
             "-fps_mode", "passthrough",
@@ -225,25 +253,36 @@ def encode_options(net_pb2, p, index: int):
     return opts, f"out{index}{suffix}", ctype
 
 
-def transcode(net_pb2, src: str, profiles, workdir: str):
+def transcode(net_pb2, src: str, profiles, workdir: str, phash: bool = False):
     """One ffmpeg run (decode once) with one output per profile. Returns
-    [(content_type, bytes, pixels)] in profile order."""
+    [(content_type, bytes, pixels, hash bytes or None)] in profile order;
+    with `phash` each rendition's MPEG-7 video signature comes along."""
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src]
     outputs = []
     for i, p in enumerate(profiles):
-        opts, name, ctype = encode_options(net_pb2, p, i)
+        # workdir comes from mkdtemp (no ':' or quotes); filter_value escapes anyway.
+        sig = os.path.join(workdir, f"out{i}.sig.bin") if phash else None
+        opts, name, ctype = encode_options(net_pb2, p, i, sig)
         path = os.path.join(workdir, name)
         cmd += opts + [path]
-        outputs.append((path, ctype))
+        outputs.append((path, ctype, sig))
     run = subprocess.run(cmd, capture_output=True, timeout=120)
     if run.returncode != 0:
         raise TaskError("ffmpeg failed: " + last_line(run.stderr))
     results = []
-    for path, ctype in outputs:
+    for path, ctype, sig in outputs:
         # Pixels = frames encoded × encoded width × height, recounted from
         # the rendition itself.
         _, pixels = decoded_pixels(path)
-        results.append((ctype, open(path, "rb").read(), pixels))
+        signature = None
+        if sig is not None:
+            try:
+                signature = open(sig, "rb").read()
+            except OSError as e:
+                raise TaskError(f"no perceptual hash for {os.path.basename(path)}: {e.strerror}") from e
+            if not signature:
+                raise TaskError(f"empty perceptual hash for {os.path.basename(path)}")
+        results.append((ctype, open(path, "rb").read(), pixels, signature))
     return results
 
 
@@ -269,13 +308,16 @@ class Transcoder:
     # ---- registration ----------------------------------------------------
 
     def capabilities(self):
+        bits = list(CAPABILITIES.values())
+        if self.args.perceptual_hash:
+            bits.append(CAPABILITY_MPEG7_VIDEO_SIGNATURE)
         words = [0]
-        for bit in CAPABILITIES.values():
+        for bit in bits:
             while len(words) <= bit // 64:
                 words.append(0)
             words[bit // 64] |= 1 << (bit % 64)
         return self.pb.Capabilities(
-            bitstring=words, capacities={bit: 1 for bit in CAPABILITIES.values()},
+            bitstring=words, capacities={bit: 1 for bit in bits},
             version=self.args.version, constraints=self.pb.Capabilities.Constraints())
 
     def run_forever(self):
@@ -400,13 +442,17 @@ class Transcoder:
                     self.sessions.pop(session, None)
             if self.args.delay_seconds > 0:
                 time.sleep(self.args.delay_seconds)
+            hashes = 0
             if error is None:
                 self.post_renditions(note.taskId, pixels, parts)
+                hashes = sum(1 for part in parts if part[3] is not None)
             else:
                 self.post_error(note.taskId, error)
             # result= is the kind of result posted; a failed POST is logged.
+            # phash= only for tasks that asked for hashes (keeps other lines as they were).
             say(f"task {note.taskId} session={session} seq={seg.seq} "
-                f"result={'ok' if error is None else 'error'} {time.monotonic() - received:.3f}")
+                f"result={'ok' if error is None else 'error'} {time.monotonic() - received:.3f}"
+                + (f" phash={hashes}" if seg.calc_perceptual_hash else ""))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -417,7 +463,7 @@ class Transcoder:
             raise TaskError("invalid duration")
         if seg.HasField("capabilities") and not self.compatible(seg.capabilities):
             raise TaskError("incompatible segment capabilities")
-        if seg.calc_perceptual_hash:
+        if seg.calc_perceptual_hash and not self.args.perceptual_hash:
             raise TaskError("perceptual hash not supported")  # capability 14 not advertised
         if seg.HasField("segment_parameters") and (getattr(seg.segment_parameters, "from")
                                                    or seg.segment_parameters.to):
@@ -435,7 +481,7 @@ class Transcoder:
         with open(src, "wb") as f:
             f.write(self.fetch(note.url))
         _, in_pixels = decoded_pixels(src)
-        parts = transcode(self.pb, src, profiles, workdir)
+        parts = transcode(self.pb, src, profiles, workdir, phash=seg.calc_perceptual_hash)
         return in_pixels, parts
 
     def compatible(self, job):
@@ -480,10 +526,14 @@ class Transcoder:
     def post_renditions(self, task_id, pixels, parts):
         boundary = secrets.token_hex(16)
         body = bytearray()
-        for ctype, data, part_pixels in parts:  # in profile order, no names
+        for ctype, data, part_pixels, signature in parts:  # in profile order, no names
             body += (f"--{boundary}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
                      f"Pixels: {part_pixels}\r\n\r\n").encode()
             body += data + b"\r\n"
+            if signature is not None:  # the rendition's hash right after it, no Pixels
+                body += (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                         f"Content-Length: {len(signature)}\r\n\r\n").encode()
+                body += signature + b"\r\n"
         body += f"--{boundary}--\r\n".encode()
         self.post(task_id, self.headers(task_id, pixels, f"multipart/mixed; boundary={boundary}"), bytes(body))
 
@@ -515,6 +565,9 @@ def main(argv=None):
     ap.add_argument("--version", default="0.9.1", help="the version advertised in Capabilities")
     ap.add_argument("--delay-seconds", type=float, default=0.0, help="sleep before posting each result")
     ap.add_argument("--backoff-cap", type=float, default=5.0, help="reconnect backoff cap in seconds")
+    ap.add_argument("--perceptual-hash", action="store_true",
+                    help="advertise capability 14 and serve calc_perceptual_hash tasks "
+                         "(MPEG-7 video signature per rendition); default: refuse them")
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"%(asctime)s {args.name} %(threadName)s %(levelname)s %(message)s")

@@ -15,8 +15,13 @@ Checks: registration (secret, capacity, capabilities, version, the
 `registered` line), one task with two profiles (TS + MP4) posting two parts
 with correct Pixels, a download over plain HTTP/1.1 with the legacy
 fullProfiles field, an error result for a 404 url, an error for an
-unsupported format, a teardown that posts nothing, reconnection after the
-stream ends, and exit status 3 for a wrong secret and for zero capacity.
+unsupported format, a teardown that posts nothing, a calc_perceptual_hash
+task refused without --perceptual-hash, reconnection after the stream ends,
+exit status 3 for a wrong secret and for zero capacity, and a second peer
+started with --perceptual-hash: it advertises capability 14 and answers a
+calc_perceptual_hash task with rendition, hash, rendition, hash parts (each
+hash an MPEG-7 video signature in FFmpeg's binary format, taken on the
+rendition's scaled frames).
 
 Run: .venv/bin/python3 tests/interop/ot_transcoder_selftest.py [-v]   (a few seconds;
 -v prints the peer's log)
@@ -51,6 +56,7 @@ SEGMENT2 = os.path.join(CORPUS, "go-livepeer", "sample_2_30_1250.ts")
 SECRET = "selftest-secret"
 CERT_NAME = "fake-orchestrator.test"
 EXPECTED_BITSTRING = 0x1F9F  # {0,1,2,3,4,7,8,9,10,11,12}
+EXPECTED_BITSTRING_PHASH = EXPECTED_BITSTRING | 1 << 14  # + MPEG7VideoSignature
 RENDITION_MIN_BYTES = 25
 
 
@@ -282,10 +288,11 @@ def profile(name, w, h, bitrate, fps=0, fmt=0, **kw):
                            format=fmt, **kw)
 
 
-def notification(task_id, url, session, seq, field="fullProfiles3", profiles=()):
+def notification(task_id, url, session, seq, field="fullProfiles3", profiles=(), phash=False):
     seg = pb.SegData(manifestId=b"selftest-manifest", seq=seq, hash=bytes(32), profiles=b"invalid", duration=2000,
                      auth_token=pb.AuthToken(token=b"opaque", session_id=session,
-                                             expiration=int(time.time()) + 3600))
+                                             expiration=int(time.time()) + 3600),
+                     calc_perceptual_hash=phash)
     getattr(seg, field).extend(profiles)
     return pb.NotifySegment(url=url, segData=seg, taskId=task_id, profiles=b"invalid", orchId="offchain")
 
@@ -300,11 +307,11 @@ class Peer:
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, tmp, tag, port, secret, capacity):
+    async def start(cls, tmp, tag, port, secret, capacity, *extra):
         log_path = os.path.join(tmp, f"{tag}.log")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, PEER, "--orch-addr", f"127.0.0.1:{port}", "--secret", secret,
-            "--capacity", str(capacity), "--name", tag,
+            "--capacity", str(capacity), "--name", tag, *extra,
             stdout=asyncio.subprocess.PIPE, stderr=open(log_path, "wb"))
         return cls(proc, log_path)
 
@@ -341,10 +348,13 @@ async def next_result(orch, timeout=60):
     return await asyncio.wait_for(orch.results.get(), timeout)
 
 
-def check_renditions(headers, body, expected):
-    """expected: [(content_type, width, height)] in profile order."""
-    parts = parse_multipart(headers["content-type"], body)
+def check_renditions(headers, body, expected, parts=None, stride=1):
+    """expected: [(content_type, width, height)] in profile order. Returns
+    [frames] per rendition. `parts`: the rendition parts when the caller has
+    split them out, every `stride`-th part of the body."""
+    parts = parse_multipart(headers["content-type"], body) if parts is None else parts
     assert len(parts) == len(expected), (len(parts), len(expected))
+    counts = []
     for i, ((ph, data), (ctype, w, h)) in enumerate(zip(parts, expected)):
         assert ph["content-type"] == ctype, (i, ph)
         assert int(ph["content-length"]) == len(data) >= RENDITION_MIN_BYTES, (i, ph, len(data))
@@ -354,7 +364,47 @@ def check_renditions(headers, body, expected):
         assert ("mp4" in fmt) == (ctype == "video/mp4") and (ctype == "video/mp4" or fmt == "mpegts"), (i, fmt)
         assert frames > 0
         assert int(ph["pixels"]) == frames * w * h, (i, ph["pixels"], frames, w, h)
-        ok(f"  part {i}: {ctype} {w}x{h} {frames} frames, Pixels {ph['pixels']}, {len(data)} bytes")
+        ok(f"  part {stride * i}: {ctype} {w}x{h} {frames} frames, Pixels {ph['pixels']}, {len(data)} bytes")
+        counts.append(frames)
+    return counts
+
+
+def signature_header(data):
+    """The header of an MPEG-7 video signature in FFmpeg's binary format
+    (the `signature` filter, format=binary): NumOfSpatialRegions (32 bits),
+    SpatialLocationFlag (1), the region's corners x0, y0, x1, y1 (16 each),
+    StartFrameOfSpatialRegion (32), NumOfFrames (32)."""
+    bits = "".join(f"{b:08b}" for b in data[:24])
+    fields, pos = [], 0
+    for n in (32, 1, 16, 16, 16, 16, 32, 32):
+        fields.append(int(bits[pos:pos + n], 2))
+        pos += n
+    return fields
+
+
+def check_renditions_with_hashes(headers, body, expected):
+    """Each rendition part followed by its hash part: rendition, hash,
+    rendition, hash, ... in profile order."""
+    parts = parse_multipart(headers["content-type"], body)
+    assert len(parts) == 2 * len(expected), ([p[0] for p in parts], len(expected))
+    renditions, hashes = parts[0::2], parts[1::2]
+    for i, (ph, data) in enumerate(renditions):
+        assert ph["content-type"] != "application/octet-stream" and "pixels" in ph, (2 * i, ph)
+    counts = check_renditions(headers, body, expected, renditions, stride=2)
+    for i, ((hh, data), (ctype, w, h), frames) in enumerate(zip(hashes, expected, counts)):
+        # a hash part: octet-stream, Content-Length, no Pixels (nor anything else)
+        assert set(hh) == {"content-type", "content-length"}, (2 * i + 1, hh)
+        assert hh["content-type"] == "application/octet-stream", (2 * i + 1, hh)
+        assert int(hh["content-length"]) == len(data) > 0, (2 * i + 1, hh, len(data))
+        # NumOfSpatialRegions = 1 (32-bit big endian), then SpatialLocationFlag set
+        assert data[:4] == struct.pack(">I", 1) and data[4] & 0x80, (2 * i + 1, data[:8].hex())
+        regions, flag, x0, y0, x1, y1, start, nframes = signature_header(data)
+        # taken on the rendition's scaled frames: the region is the whole
+        # encoded picture, and it covers every encoded frame
+        assert (x0, y0, x1, y1) == (0, 0, w - 1, h - 1), (2 * i + 1, (x0, y0, x1, y1), w, h)
+        assert start == 0 and nframes == frames, (2 * i + 1, start, nframes, frames)
+        ok(f"  part {2 * i + 1}: application/octet-stream, {len(data)} bytes, "
+           f"signature of {nframes} frames of {x1 + 1}x{y1 + 1}")
 
 
 def check_common(headers, task_id):
@@ -363,10 +413,14 @@ def check_common(headers, task_id):
     assert headers["taskid"] == str(task_id), headers
 
 
-def line_fields(line):
-    # task <taskId> session=<id> seq=<n> result=ok|error <seconds>
+def line_fields(line, phash=None):
+    # task <taskId> session=<id> seq=<n> result=ok|error <seconds>[ phash=<n>]
+    # (phash= only on tasks that asked for calc_perceptual_hash)
     words = line.split()
-    assert len(words) == 6 and words[0] == "task", line
+    if phash is None:
+        assert len(words) == 6 and words[0] == "task", line
+    else:
+        assert len(words) == 7 and words[0] == "task" and words[6] == f"phash={phash}", line
     float(words[5])
     return words[1], words[2], words[3], words[4]
 
@@ -390,6 +444,7 @@ async def run(tmp):
     store_base = f"http://127.0.0.1:{store.server_address[1]}"
 
     peer = await Peer.start(tmp, "peer", port, SECRET, 2)
+    hpeer = None  # the --perceptual-hash peer, started later
     try:
         # ---- registration
         reg = await asyncio.wait_for(orch.registrations.get(), 30)
@@ -454,6 +509,16 @@ async def run(tmp):
         assert orch.results.empty(), "unexpected extra result"
         ok("task 5: unsupported format → transcoding-error; no result ever for the teardown")
 
+        # ---- calc_perceptual_hash without --perceptual-hash → refused, as before
+        reg.notify(notification(6, f"{base}/stream/{session}/1.tempfile", "beef0003", 1, phash=True,
+                                profiles=[profile("P240p30fps16x9", 426, 240, 250_000, fps=30)]))
+        headers, body = await next_result(orch, 30)
+        check_common(headers, 6)
+        assert headers["content-type"] == "livepeer/transcoding-error" and headers["pixels"] == "0", headers
+        assert body == b"perceptual hash not supported", body
+        assert line_fields(await peer.expect("task 6 ", 10), phash=0)[3] == "result=error"
+        ok("task 6: calc_perceptual_hash without --perceptual-hash → transcoding-error")
+
         # ---- the stream ends → the peer registers again
         reg.end()
         reg2 = await asyncio.wait_for(orch.registrations.get(), 15)
@@ -471,11 +536,47 @@ async def run(tmp):
             assert not any(l.startswith("registered") for l in bad.all_lines), bad.all_lines
             ok(f"{message}: exit status 3, nothing registered")
         assert orch.registrations.empty()
+
+        # ---- --perceptual-hash: capability 14, and a hash part after each rendition
+        hpeer = await Peer.start(tmp, "phash", port, SECRET, 1, "--perceptual-hash")
+        reg3 = await asyncio.wait_for(orch.registrations.get(), 30)
+        caps = reg3.request.capabilities
+        assert list(caps.bitstring) == [EXPECTED_BITSTRING_PHASH], [hex(w) for w in caps.bitstring]
+        assert 14 in caps.capacities, dict(caps.capacities)
+        assert await hpeer.expect("registered", 10) == "registered capacity=1"
+        ok(f"--perceptual-hash: registered with bitstring {hex(caps.bitstring[0])} (capability 14)")
+        job_caps = pb.Capabilities(bitstring=[1 << 0 | 1 << 1 | 1 << 2 | 1 << 12 | 1 << 14])
+        note = notification(7, f"{base}/stream/{session}/1.tempfile", "beef0004", 3, phash=True, profiles=[
+            profile("P240p30fps16x9", 426, 240, 250_000, fps=30, fmt=pb.VideoProfile.MPEGTS),
+            profile("", 640, 360, 600_000, fmt=pb.VideoProfile.MP4, profile=pb.VideoProfile.H264_MAIN),
+        ])
+        note.segData.capabilities.CopyFrom(job_caps)  # a job that needs capability 14
+        reg3.notify(note)
+        headers, body = await next_result(orch)
+        check_common(headers, 7)
+        assert int(headers["pixels"]) == sframes * sw * sh, headers["pixels"]
+        check_renditions_with_hashes(headers, body, [("video/mp2t", 426, 240), ("video/mp4", 640, 360)])
+        assert line_fields(await hpeer.expect("task 7 ", 10), phash=2) == \
+            ("7", "session=beef0004", "seq=3", "result=ok")
+        # a task without calc_perceptual_hash from the same peer: no hash parts, the line as before
+        reg3.notify(notification(8, f"{base}/stream/{session}/1.tempfile", "beef0005", 1,
+                                 profiles=[profile("P144p", 256, 144, 100_000)]))
+        headers, body = await next_result(orch)
+        check_common(headers, 8)
+        check_renditions(headers, body, [("video/mp2t", 256, 144)])
+        assert line_fields(await hpeer.expect("task 8 ", 10)) == ("8", "session=beef0005", "seq=1", "result=ok")
+        await hpeer.stop()
+        ok("task 7: rendition, hash, rendition, hash; task 8 without calc_perceptual_hash: renditions only")
+        assert orch.registrations.empty()
     except BaseException:
         print("---- peer stderr ----\n" + peer.stderr(), file=sys.stderr)
+        if hpeer is not None:
+            print("---- phash peer stderr ----\n" + hpeer.stderr(), file=sys.stderr)
         raise
     finally:
         await peer.stop()
+        if hpeer is not None:
+            await hpeer.stop()
         if "-v" in sys.argv[1:]:
             print("---- peer stderr ----\n" + peer.stderr(), file=sys.stderr)
         server.close()

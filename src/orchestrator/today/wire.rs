@@ -24,8 +24,8 @@ use crate::proto::{
     segment_transcode_result,
 };
 use crate::protocol::today::{
-    self, MAX_BODY_BYTES, MAX_URI_BYTES, PAYMENT_HEADER, RENDITIONS_KEPT, Refusal, SEGMENT_HEADER,
-    SegmentRequest, URI_CONTENT_TYPE, URI_GET_TIMEOUT, URI_TOTAL_TIMEOUT,
+    self, MAX_BODY_BYTES, MAX_URI_BYTES, PAYMENT_HEADER, PHASH_SUFFIX, RENDITIONS_KEPT, Refusal,
+    SEGMENT_HEADER, SegmentRequest, URI_CONTENT_TYPE, URI_GET_TIMEOUT, URI_TOTAL_TIMEOUT,
 };
 use crate::protocol::video_profile;
 use crate::segment::{self, Handled, Outcome, SegmentBody, SegmentCore, SegmentJob, Wire};
@@ -421,18 +421,30 @@ impl Work {
             let profile = &rendition.spec.name;
             let name = format!("{id}/{profile}/{seq}.{extension}");
             if seq >= RENDITIONS_KEPT as i64 {
-                core.store().remove(&format!(
+                let old = format!(
                     "{id}/{profile}/{}.{extension}",
                     seq - RENDITIONS_KEPT as i64
-                ));
+                );
+                core.store().remove(&format!("{old}{PHASH_SUFFIX}"));
+                core.store().remove(&old);
             }
             core.store().insert(name.clone(), rendition.data.clone());
+            let url = format!("{base}/stream/{name}");
+            // go-livepeer serves the hash beside its rendition, at url + ".phash".
+            let perceptual_hash_url = match &rendition.perceptual_hash {
+                Some(hash) if self.request.segment.calc_perceptual_hash => {
+                    core.store()
+                        .insert(format!("{name}{PHASH_SUFFIX}"), hash.clone());
+                    format!("{url}{PHASH_SUFFIX}")
+                }
+                _ => String::new(),
+            };
             let pixels =
                 rendition.frames * u64::from(rendition.width) * u64::from(rendition.height);
             segments.push(TranscodedRendition {
-                url: format!("{base}/stream/{name}"),
+                url,
                 pixels: i64::try_from(pixels).unwrap_or(i64::MAX),
-                perceptual_hash_url: String::new(),
+                perceptual_hash_url,
             });
         }
         core.metrics()
@@ -470,6 +482,7 @@ impl Work {
             renditions,
             expected_hash: None,
             deadline: Some(deadline),
+            perceptual_hash: self.request.segment.calc_perceptual_hash,
         };
         let admission = core.admit(&job).await.map_err(|e| failure_of(&e))?;
         core.execute(admission, &job, self.segment.clone())

@@ -157,15 +157,24 @@ impl GpuSlot {
         segment: Bytes,
         specs: &[RenditionSpec],
         settings: &EncoderSettings,
+        perceptual_hash: bool,
         cancel: &Cancel,
     ) -> Result<Transcoded, SegmentFailure> {
         let device = self.device()?;
+        // A perceptual hash is made from the pictures libx264 gets on the
+        // host (as LPMS's CPU path does): such a segment skips NVENC.
+        let nvenc = if perceptual_hash {
+            None
+        } else {
+            self.nvenc_sessions()
+        };
         segment::transcode(
             &device,
             segment,
             specs,
             settings,
-            self.nvenc_sessions(),
+            nvenc,
+            perceptual_hash,
             cancel,
         )
     }
@@ -342,6 +351,7 @@ impl GpuBackend {
                 clip.clone(),
                 std::slice::from_ref(&spec),
                 &self.settings,
+                false,
                 &Cancel::new(),
             );
             match outcome {
@@ -542,7 +552,13 @@ impl Backend for GpuBackend {
                 Err(NoPlace::Gone) => return Err(TranscodeError::Cancelled),
             };
         let slot = &placement.slot;
-        let outcome = slot.transcode(segment.clone(), specs, &self.settings, &options.cancel);
+        let outcome = slot.transcode(
+            segment.clone(),
+            specs,
+            &self.settings,
+            options.perceptual_hash,
+            &options.cancel,
+        );
         match outcome {
             Ok(transcoded) => Ok(transcoded),
             Err(SegmentFailure::Input(e)) => Err(e),

@@ -91,6 +91,7 @@ pub fn transcode(
     specs: &[RenditionSpec],
     settings: &EncoderSettings,
     nvenc: Option<&std::sync::Arc<EncoderSessions>>,
+    perceptual_hash: bool,
     cancel: &Cancel,
 ) -> Result<Transcoded, SegmentFailure> {
     let mut source = SourceSegment::open(segment).map_err(SegmentFailure::Input)?;
@@ -100,7 +101,7 @@ pub fn transcode(
     let stream = device.runtime.new_stream()?;
     let mut parser = Parser::new(codec, &device.decoders)?;
 
-    let plans = source.plans(specs, settings);
+    let plans = source.plans(specs, settings, perceptual_hash);
     let (video_index, audio_index) = (source.video_index, source.audio_index);
     let mut decoded = 0u64;
     let mut decoded_pixels = 0u64;
@@ -450,6 +451,9 @@ fn finish_nvenc(
         height,
         frames,
         encode_seconds: busy.as_secs_f64(),
+        // Hashing wants the pictures on the host: a segment that asks for
+        // hashes never goes to NVENC (see `GpuBackend::transcode`).
+        perceptual_hash: None,
     })
 }
 
@@ -499,6 +503,7 @@ mod tests {
             time_base: Rational::new(1, 90_000),
             source_rate: Some(Rational::new(60, 1)),
             settings: EncoderSettings::default(),
+            perceptual_hash: false,
         };
         let settings = nvenc_settings(&plan, super::super::nvenc::NvencCodec::H264High, (640, 360));
         // The profile's 30 fps (lowered from the source's 60), GOP 2 s.

@@ -40,6 +40,8 @@ pub struct Job {
     pub segment: Bytes,
     pub renditions: Vec<RenditionSpec>,
     pub clip: Option<Clip>,
+    /// Also make each rendition's perceptual hash.
+    pub perceptual_hash: bool,
     /// When the result is due: the waiting stops and the work is cancelled.
     pub deadline: Instant,
 }
@@ -138,6 +140,7 @@ impl Shared {
                 stream: Some(stream.to_string()),
                 cancel,
                 deadline: Some(job.deadline),
+                perceptual_hash: job.perceptual_hash,
             };
             let started = Instant::now();
             let backend = &self.backend;

@@ -64,6 +64,7 @@ fn job(data: &'static [u8], within: Duration) -> Job {
         segment: Bytes::from_static(data),
         renditions: Vec::new(),
         clip: None,
+        perceptual_hash: false,
         deadline: Instant::now() + within,
     }
 }

@@ -262,6 +262,10 @@ pub fn rendition_signature<'r>(
     key.sign(&hashes).to_vec()
 }
 
+/// What a rendition's perceptual hash is served as, after the rendition's
+/// own name (go-livepeer's `perceptual_hash_url` = url + this).
+pub const PHASH_SUFFIX: &str = ".phash";
+
 /// A `/segment` request's headers, parsed and checked (1–4).
 #[derive(Debug, Clone)]
 pub struct SegmentRequest {

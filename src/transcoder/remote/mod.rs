@@ -693,6 +693,7 @@ impl RemoteTranscoder {
             segment,
             renditions: task.renditions.clone(),
             clip: task.clip,
+            perceptual_hash: task.perceptual_hash,
             deadline: Instant::now() + self.config.transcode_timeout,
         };
         let transcode_started = Instant::now();

@@ -44,6 +44,8 @@ pub struct Task {
     pub renditions: Vec<RenditionSpec>,
     pub clip: Option<Clip>,
     pub force_session_reinit: bool,
+    /// `calc_perceptual_hash`: each rendition's hash goes in the part after it.
+    pub perceptual_hash: bool,
 }
 
 impl Task {
@@ -131,7 +133,7 @@ fn read_task(
         job_fits(&needed, min_version, offered, version)
             .map_err(TaskError::IncompatibleCapabilities)?;
     }
-    if data.calc_perceptual_hash {
+    if data.calc_perceptual_hash && !offered.contains(caps::MPEG7_VIDEO_SIGNATURE) {
         return Err(TaskError::PerceptualHash);
     }
     // fullProfiles3, then 2, then 1: exactly one is filled.
@@ -167,6 +169,7 @@ fn read_task(
         renditions,
         clip,
         force_session_reinit: data.force_session_reinit,
+        perceptual_hash: data.calc_perceptual_hash,
     })
 }
 
@@ -208,7 +211,7 @@ mod tests {
     use super::*;
     use crate::pipeline::{Container, Gop, H264Profile, Rational};
     use crate::proto::{Capabilities, SegParameters, TaskAuthToken, capabilities, video_profile};
-    use crate::protocol::capabilities::{GO_LIVEPEER_VERSION, MPEG7_VIDEO_SIGNATURE};
+    use crate::protocol::capabilities::{GO_LIVEPEER_VERSION, STORAGE_S3};
 
     /// The pool sends what this module reads back unchanged.
     #[test]
@@ -465,7 +468,7 @@ mod tests {
         });
         assert!(matches!(read(&notify(d.clone())), Notification::Task(_)));
         d.capabilities = Some(Capabilities {
-            bitstring: CapabilitySet::new([0, 1, MPEG7_VIDEO_SIGNATURE]).to_bitstring(),
+            bitstring: CapabilitySet::new([0, 1, STORAGE_S3]).to_bitstring(),
             ..Default::default()
         });
         assert_eq!(
@@ -509,7 +512,17 @@ mod tests {
         assert_eq!(refusal(&notify(d.clone())), TaskError::InvalidClip);
         d.segment_parameters = None;
         d.calc_perceptual_hash = true;
-        assert_eq!(refusal(&notify(d)), TaskError::PerceptualHash);
+        assert!(task(&notify(d.clone())).perceptual_hash);
+        // A transcoder whose FFmpeg has no signature filter refuses them.
+        let without: CapabilitySet = CapabilitySet::new(
+            CapabilitySet::lpgpu()
+                .iter()
+                .filter(|&c| c != caps::MPEG7_VIDEO_SIGNATURE),
+        );
+        match read_notification(&notify(d), &without, GO_LIVEPEER_VERSION) {
+            Notification::Refused { error, .. } => assert_eq!(error, TaskError::PerceptualHash),
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn common_headers(secret: &str, task_id: i64, pixels: u64) -> Vec<(&'static str,
     ]
 }
 
-/// The renditions of a task, with `boundary` separating the parts.
+/// The renditions of a task, with `boundary` separating the parts; a
+/// rendition's perceptual hash, when it has one, in the part after it.
 pub fn renditions(
     secret: &str,
     task_id: i64,
@@ -72,6 +73,16 @@ pub fn renditions(
         )));
         body.push(rendition.data.clone());
         body.push(Bytes::from_static(b"\r\n"));
+        // go-livepeer's transcoder: the rendition's perceptual hash, when
+        // asked for, in the next part, with no Pixels.
+        if let Some(hash) = &rendition.perceptual_hash {
+            body.push(Bytes::from(format!(
+                "--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                hash.len()
+            )));
+            body.push(hash.clone());
+            body.push(Bytes::from_static(b"\r\n"));
+        }
     }
     body.push(Bytes::from(format!("--{boundary}--\r\n")));
     ResultUpload { headers, body }
@@ -122,6 +133,7 @@ mod tests {
             frames,
             encode_seconds: 0.0,
             data: Bytes::copy_from_slice(data),
+            perceptual_hash: None,
         }
     }
 
