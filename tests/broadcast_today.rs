@@ -173,3 +173,92 @@ fn a_restarted_orchestrator_costs_no_segment() {
         "a new session after the restart: {sessions:?}"
     );
 }
+
+/// `--profiles FILE` takes go-livepeer's `-transcodingOptions` JSON: an
+/// HEVC rendition and an H.264 one with its own name, profile and GOP go to
+/// the orchestrator as `VideoProfile`s, and come back into the HLS ladder
+/// under their names (a name that is no file name made one), with the
+/// master playlist naming each codec. A VP9 rendition, which HLS cannot
+/// carry in MPEG-TS, is refused before anything is sent.
+#[test]
+fn a_transcoding_options_file_makes_an_hevc_and_h264_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("orchestrator.log");
+    let port = free_port();
+    // go-livepeer's default set lacks HEVC encoding (16); the peer has it.
+    let _orchestrator = orchestrator(port, &log, &["--extra-capability", "16"]);
+    let options = dir.path().join("ladder.json");
+    std::fs::write(
+        &options,
+        r#"[{"name":"hevc-240","width":426,"height":240,"bitrate":300000,"fps":30,"encoder":"HEVC"},
+            {"name":"low/144","width":256,"height":144,"bitrate":200000,"fps":30,
+             "profile":"H264ConstrainedHigh","gop":"1"}]"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["broadcast", "--orch-addr", &format!("127.0.0.1:{port}")])
+        .arg("--profiles")
+        .arg(&options)
+        .arg("--input")
+        .arg(common::clip("h264_360p_6s.ts"))
+        .arg("--out")
+        .arg(&out)
+        .env_remove("LPGPU_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("3 segments, 0 failed, 6 renditions"),
+        "{stdout}"
+    );
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let named = |suffix: &str| {
+        files
+            .iter()
+            .find(|f| f.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no *{suffix} in {files:?}"))
+            .clone()
+    };
+    let master = named("index.m3u8");
+    let master = std::fs::read_to_string(out.join(master)).unwrap();
+    assert!(
+        master.contains("hvc1.") && master.contains("avc1."),
+        "{master}"
+    );
+    named("_hevc-240.m3u8");
+    named("_low_144.m3u8");
+    let hevc = std::fs::read(out.join(named("_hevc-240_0.ts"))).unwrap();
+    let (codec, width, height, _) = common::probe(&hevc);
+    assert_eq!((codec.as_str(), width, height), ("hevc", 426, 240));
+    let h264 = std::fs::read(out.join(named("_low_144_2.ts"))).unwrap();
+    assert_eq!(common::probe(&h264).0, "h264");
+
+    std::fs::write(
+        &options,
+        r#"[{"name":"vp9","width":426,"height":240,"bitrate":300000,"fps":30,"encoder":"VP9"}]"#,
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+        .args(["broadcast", "--orch-addr", &format!("127.0.0.1:{port}")])
+        .arg("--profiles")
+        .arg(&options)
+        .arg("--input")
+        .arg(common::clip("h264_360p_6s.ts"))
+        .arg("--out")
+        .arg(dir.path().join("refused"))
+        .env_remove("LPGPU_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("HLS"), "{stderr}");
+}

@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::{Machine, machine, percentile};
 use crate::broadcaster::today::TodayBroadcaster;
 use crate::broadcaster::{BroadcastOptions, Uploader};
+use crate::pipeline::RenditionSpec;
 use crate::pipeline::segmenter::Segment;
-use crate::protocol::Profile;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoteReport {
@@ -67,7 +67,7 @@ impl RemoteReport {
 /// `segments`) against `orchestrators`.
 pub async fn run_remote(
     orchestrators: Vec<String>,
-    profiles: Vec<Profile>,
+    profiles: Vec<RenditionSpec>,
     segments: Arc<Vec<Segment>>,
     sessions: usize,
     per_session: usize,

@@ -13,14 +13,22 @@ pub struct Variant {
     pub width: u32,
     pub height: u32,
     pub has_audio: bool,
+    /// HEVC renditions (else H.264).
+    pub hevc: bool,
 }
 
-/// H.264 High, level 4.0 (what x264 `veryfast` writes for these sizes) and AAC-LC.
-fn codecs(has_audio: bool) -> &'static str {
-    if has_audio {
-        "avc1.640028,mp4a.40.2"
+/// H.264 High, level 4.0 (what x264 `veryfast` writes for these sizes), or
+/// HEVC Main, level 4.0 (x265's), and AAC-LC.
+fn codecs(has_audio: bool, hevc: bool) -> String {
+    let video = if hevc {
+        "hvc1.1.6.L120.90"
     } else {
         "avc1.640028"
+    };
+    if has_audio {
+        format!("{video},mp4a.40.2")
+    } else {
+        video.to_string()
     }
 }
 
@@ -33,7 +41,7 @@ pub fn master_playlist(variants: &[Variant]) -> String {
             v.bandwidth,
             v.width,
             v.height,
-            codecs(v.has_audio),
+            codecs(v.has_audio, v.hevc),
             v.stream_id
         );
     }
@@ -175,6 +183,7 @@ mod tests {
                 width: 640,
                 height: 360,
                 has_audio: true,
+                hevc: false,
             },
             Variant {
                 stream_id: "aP240".into(),
@@ -182,6 +191,7 @@ mod tests {
                 width: 426,
                 height: 240,
                 has_audio: false,
+                hevc: false,
             },
         ]);
         assert_eq!(

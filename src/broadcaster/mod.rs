@@ -23,6 +23,7 @@ use tokio::sync::RwLock;
 
 use crate::chain::{Chain, ChainError, Job};
 use crate::eth::{Address, PrivateKey, keccak256};
+use crate::pipeline::RenditionSpec;
 use crate::pipeline::ladder::output_size;
 use crate::pipeline::segmenter::Segment;
 use crate::proto::TranscoderRequest;
@@ -140,11 +141,11 @@ impl std::fmt::Display for Summary {
 #[async_trait::async_trait]
 pub trait Uploader: Send + Sync + 'static {
     /// The renditions asked for, in the order answers carry them.
-    fn profiles(&self) -> &[Profile];
+    fn renditions(&self) -> &[RenditionSpec];
     /// The master playlist's name (without `.m3u8`).
     fn stream_name(&self) -> String;
-    /// A rendition's playlist and segment file prefix.
-    fn rendition_name(&self, profile: &Profile) -> String;
+    /// The playlist and segment file prefix of rendition `index`.
+    fn rendition_name(&self, index: usize) -> String;
     fn options(&self) -> &BroadcastOptions;
     /// Sends one segment (with retries); its renditions in profile order,
     /// and the attempts made.
@@ -181,6 +182,7 @@ pub struct Broadcaster {
     /// The job's manifest id (read from its stream id when connecting).
     manifest: ManifestId,
     profiles: Vec<Profile>,
+    specs: Vec<RenditionSpec>,
     key: Arc<PrivateKey>,
     orchestrator_uri: String,
     session: RwLock<Arc<Session>>,
@@ -266,6 +268,7 @@ impl Broadcaster {
         Ok(Self {
             job,
             manifest,
+            specs: crate::pipeline::rendition::from_profiles(&profiles),
             profiles,
             key,
             orchestrator_uri,
@@ -303,16 +306,18 @@ impl Broadcaster {
 
 #[async_trait::async_trait]
 impl Uploader for Broadcaster {
-    fn profiles(&self) -> &[Profile] {
-        &self.profiles
+    fn renditions(&self) -> &[RenditionSpec] {
+        &self.specs
     }
 
     fn stream_name(&self) -> String {
         self.manifest.to_string()
     }
 
-    fn rendition_name(&self, profile: &Profile) -> String {
-        self.manifest.stream_id(profile)
+    fn rendition_name(&self, index: usize) -> String {
+        self.profiles
+            .get(index)
+            .map_or_else(String::new, |profile| self.manifest.stream_id(profile))
     }
 
     fn options(&self) -> &BroadcastOptions {
@@ -478,27 +483,29 @@ struct Ladder<'a> {
 }
 
 impl Ladder<'_> {
-    fn playlist_path(&self, profile: &Profile) -> PathBuf {
+    fn playlist_path(&self, index: usize) -> PathBuf {
         self.out
-            .join(format!("{}.m3u8", self.broadcaster.rendition_name(profile)))
+            .join(format!("{}.m3u8", self.broadcaster.rendition_name(index)))
     }
 
     async fn write_master(&mut self, segment: &Segment) -> Result<(), BroadcastError> {
         let (w, h, sar) = segment.picture;
         let variants: Vec<Variant> = self
             .broadcaster
-            .profiles()
+            .renditions()
             .iter()
-            .map(|p| {
-                let (width, height) = output_size(w, h, sar, p.width, p.height);
-                let bandwidth = p.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
-                let stream_id = self.broadcaster.rendition_name(p);
+            .enumerate()
+            .map(|(index, spec)| {
+                let (width, height) = output_size(w, h, sar, spec.width, spec.height);
+                let bandwidth = spec.bitrate_bps + if segment.has_audio { 128_000 } else { 0 };
+                let stream_id = self.broadcaster.rendition_name(index);
                 Variant {
                     stream_id,
                     bandwidth,
                     width,
                     height,
                     has_audio: segment.has_audio,
+                    hevc: spec.codec == crate::pipeline::VideoCodec::Hevc,
                 }
             })
             .collect();
@@ -570,8 +577,8 @@ impl Ladder<'_> {
     }
 
     async fn write_playlists(&self) -> Result<(), BroadcastError> {
-        for (playlist, profile) in self.playlists.iter().zip(self.broadcaster.profiles()) {
-            write_file(self.playlist_path(profile), playlist.render()).await?;
+        for (index, playlist) in self.playlists.iter().enumerate() {
+            write_file(self.playlist_path(index), playlist.render()).await?;
         }
         self.write_player().await
     }
@@ -584,13 +591,13 @@ impl Ladder<'_> {
         let renditions: Vec<player::PlayerRendition> = self
             .variants
             .iter()
-            .zip(self.broadcaster.profiles())
+            .zip(self.broadcaster.renditions())
             .zip(&self.playlists)
-            .map(|((variant, profile), playlist)| player::PlayerRendition {
-                name: profile.name.to_string(),
+            .map(|((variant, spec), playlist)| player::PlayerRendition {
+                name: spec.name.clone(),
                 width: variant.width,
                 height: variant.height,
-                bitrate_bps: profile.bitrate_bps,
+                bitrate_bps: spec.bitrate_bps,
                 playlist: format!("{}.m3u8", variant.stream_id),
                 segments: playlist.len(),
             })
@@ -646,12 +653,10 @@ pub async fn broadcast(
         master_path: master_path.clone(),
         master_written: false,
         variants: Vec::new(),
-        playlists: broadcaster
-            .profiles()
-            .iter()
-            .map(|p| {
+        playlists: (0..broadcaster.renditions().len())
+            .map(|index| {
                 MediaPlaylist::new(
-                    &broadcaster.rendition_name(p),
+                    &broadcaster.rendition_name(index),
                     broadcaster.options().live_window,
                 )
             })

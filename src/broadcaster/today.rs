@@ -32,7 +32,6 @@ use crate::proto::{
     SegmentTranscodeResult, TaskAuthToken, TaskSegData, VideoProfile, segment_transcode_result,
     video_profile,
 };
-use crate::protocol::Profile;
 use crate::protocol::capabilities::CapabilitySet;
 use crate::protocol::today::{OFFCHAIN_ADDRESS, PAYMENT_HEADER, SEGMENT_HEADER};
 use crate::protocol::video_profile::{needs, to_video_profile};
@@ -177,12 +176,37 @@ struct State {
     downloads: HashMap<String, Arc<TranscoderConnection>>,
 }
 
+/// Whether renditions can go into the HLS ladder a broadcaster writes:
+/// H.264 or HEVC in MPEG-TS segments (HLS has no Matroska, and its MP4 is
+/// fragmented, which a rendition is not), with distinct file names.
+pub fn check_hls_renditions(renditions: &[RenditionSpec]) -> Result<(), String> {
+    let mut stems = std::collections::HashSet::new();
+    for spec in renditions {
+        let codec_ok = matches!(
+            spec.codec,
+            crate::pipeline::VideoCodec::H264(_) | crate::pipeline::VideoCodec::Hevc
+        );
+        if !codec_ok || spec.container != crate::pipeline::Container::MpegTs {
+            return Err(format!(
+                "{}: an HLS ladder carries H.264 or HEVC in MPEG-TS, not {} in {}",
+                spec.name,
+                spec.codec.name(),
+                spec.container.extension()
+            ));
+        }
+        if !stems.insert(spec.file_stem()) {
+            return Err(format!("two renditions are named {:?}", spec.name));
+        }
+    }
+    Ok(())
+}
+
 /// A broadcaster on today's wire, to one or more orchestrators.
 #[derive(Debug)]
 pub struct TodayBroadcaster {
     orchestrators: Vec<String>,
     manifest: String,
-    profiles: Vec<Profile>,
+    renditions: Vec<RenditionSpec>,
     video_profiles: Vec<VideoProfile>,
     capabilities: Capabilities,
     options: BroadcastOptions,
@@ -193,17 +217,17 @@ pub struct TodayBroadcaster {
 }
 
 impl TodayBroadcaster {
-    /// A stream to `orchestrators` (`https://HOST:PORT`) with `profiles`;
-    /// no orchestrator is asked anything until the first segment.
+    /// A stream to `orchestrators` (`https://HOST:PORT`) with `renditions`
+    /// (the protocol's named profiles, or any `transcodingOptions`); no
+    /// orchestrator is asked anything until the first segment.
     pub fn new(
         orchestrators: Vec<String>,
-        profiles: Vec<Profile>,
+        renditions: Vec<RenditionSpec>,
         options: BroadcastOptions,
     ) -> Self {
-        let specs: Vec<RenditionSpec> = crate::pipeline::rendition::from_profiles(&profiles);
-        let video_profiles = specs.iter().map(to_video_profile).collect();
+        let video_profiles = renditions.iter().map(to_video_profile).collect();
         let capabilities = Capabilities {
-            bitstring: needs(&specs).to_bitstring(),
+            bitstring: needs(&renditions).to_bitstring(),
             constraints: Some(Default::default()),
             ..Default::default()
         };
@@ -212,7 +236,7 @@ impl TodayBroadcaster {
         Self {
             orchestrators,
             manifest: hex::encode(id),
-            profiles,
+            renditions,
             video_profiles,
             capabilities,
             options,
@@ -446,11 +470,11 @@ impl TodayBroadcaster {
             Some(segment_transcode_result::Result::Error(text)) => return Err(classify(&text)),
             None => return Err(AttemptError::Orchestrator("UnknownResponse".into())),
         };
-        if data.segments.len() != self.profiles.len() {
+        if data.segments.len() != self.renditions.len() {
             return Err(AttemptError::Orchestrator(format!(
                 "{} renditions for {} profiles",
                 data.segments.len(),
-                self.profiles.len()
+                self.renditions.len()
             )));
         }
         let downloads = data
@@ -474,7 +498,7 @@ impl TodayBroadcaster {
         .await
         .map_err(|e| AttemptError::Orchestrator(format!("counting pixels: {e}")))?
         .map_err(|e| AttemptError::Orchestrator(format!("a rendition does not demux: {e}")))?;
-        for ((claimed, counted), profile) in claimed.iter().zip(&counted).zip(&self.profiles) {
+        for ((claimed, counted), profile) in claimed.iter().zip(&counted).zip(&self.renditions) {
             if u64::try_from(*claimed).ok() != Some(*counted) {
                 return Err(AttemptError::Orchestrator(format!(
                     "{}: the orchestrator claims {claimed} pixels, the rendition holds {counted}",
@@ -524,16 +548,20 @@ impl TodayBroadcaster {
 
 #[async_trait::async_trait]
 impl Uploader for TodayBroadcaster {
-    fn profiles(&self) -> &[Profile] {
-        &self.profiles
+    fn renditions(&self) -> &[RenditionSpec] {
+        &self.renditions
     }
 
     fn stream_name(&self) -> String {
         self.manifest.clone()
     }
 
-    fn rendition_name(&self, profile: &Profile) -> String {
-        format!("{}_{}", self.manifest, profile.name)
+    fn rendition_name(&self, index: usize) -> String {
+        let stem = self
+            .renditions
+            .get(index)
+            .map_or_else(String::new, RenditionSpec::file_stem);
+        format!("{}_{stem}", self.manifest)
     }
 
     fn options(&self) -> &BroadcastOptions {

@@ -15,7 +15,6 @@ use crate::bench::{
 };
 use crate::pipeline::Backend;
 use crate::pipeline::segmenter::Segment;
-use crate::protocol::parse_profile_list;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum BaselineTool {
@@ -29,7 +28,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// Comma-separated profile names, or go-livepeer's -transcodingOptions
-    /// JSON file (not with --orch-addr, which sends the named profiles).
+    /// JSON file (with --orch-addr too: sent as its VideoProfiles).
     #[arg(
         long,
         value_name = "LIST|FILE",
@@ -269,7 +268,7 @@ fn run_remote_bench(args: &BenchArgs, list: &str) -> Result<()> {
     );
     let orchestrators =
         crate::broadcaster::today::parse_orch_addrs(list).map_err(anyhow::Error::msg)?;
-    let profiles = parse_profile_list(&args.profiles)?;
+    let profiles = crate::cli::transcode::renditions_of(&args.profiles)?;
     let segments = load_segments(&args.input, args.segment_seconds)?;
     anyhow::ensure!(
         !segments.is_empty(),

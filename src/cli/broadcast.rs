@@ -37,10 +37,12 @@ pub(crate) struct BroadcastArgs {
     /// and no keystore.
     #[arg(long, value_name = "HOST:PORT[,…]", conflicts_with_all = ["job", "orchestrator", "orchestrator_address"])]
     orch_addr: Option<String>,
-    /// The renditions, with --orch-addr (go-livepeer's default ladder).
+    /// The renditions, with --orch-addr (go-livepeer's default ladder):
+    /// names, or a -transcodingOptions JSON file (H.264 or HEVC: the HLS
+    /// ladder is MPEG-TS).
     #[arg(
         long,
-        value_name = "LIST",
+        value_name = "LIST|FILE",
         default_value = "P240p30fps16x9,P360p30fps16x9",
         requires = "orch_addr"
     )]
@@ -116,7 +118,7 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     );
     // Which wire: today's (--orch-addr), or the 2018 job's.
     enum Wire {
-        Today(Vec<String>, Vec<crate::protocol::Profile>),
+        Today(Vec<String>, Vec<crate::pipeline::RenditionSpec>),
         V2 {
             job: u64,
             target: OrchestratorTarget,
@@ -127,9 +129,11 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     let wire = match (args.orch_addr.as_deref(), args.job) {
         (Some(list), _) => {
             let orchestrators = parse_orch_addrs(list).map_err(anyhow::Error::msg)?;
-            let profiles = crate::protocol::parse_profile_list(&args.profiles)
-                .with_context(|| format!("--profiles {:?}", args.profiles))?;
+            let profiles = crate::cli::transcode::renditions_of(&args.profiles)?;
             anyhow::ensure!(!profiles.is_empty(), "--profiles names no rendition");
+            crate::broadcaster::today::check_hls_renditions(&profiles)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--profiles {}", args.profiles))?;
             Wire::Today(orchestrators, profiles)
         }
         (None, Some(job)) => {

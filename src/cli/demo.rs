@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig};
 use crate::pipeline::segmenter::segment_file;
 use crate::pipeline::testclip::make_test_clip;
-use crate::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
+use crate::protocol::{ManifestId, Profile, encode_transcoding_options};
 use crate::server::{serve, service_uri};
 use crate::store::StoreLimits;
 use crate::tls::SelfSignedCert;
@@ -35,10 +35,12 @@ pub(crate) struct DemoArgs {
     /// Directory for the HLS ladder.
     #[arg(long, value_name = "DIR", default_value = "demo-out")]
     out: PathBuf,
-    /// The job's profiles.
+    /// The job's profiles: names, or a -transcodingOptions JSON file whose
+    /// entries are each one of the protocol's nine (a 2018 job names only
+    /// those).
     #[arg(
         long,
-        value_name = "LIST",
+        value_name = "LIST|FILE",
         default_value = "P720p30fps16x9,P360p30fps16x9,P240p30fps16x9"
     )]
     profiles: String,
@@ -67,7 +69,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             "--serve {addr}: the demo serves on loopback only (127.0.0.1 or ::1)"
         );
     }
-    let profiles = parse_profile_list(&args.profiles)?;
+    let profiles = crate::cli::transcode::named_profiles_of(&args.profiles)?;
     let backend = args.pipeline.backend()?;
     let scratch = Scratch(std::env::temp_dir().join(format!("lpgpu-demo-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0)

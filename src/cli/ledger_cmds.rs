@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use super::{ChainArgs, KeystoreArgs, runtime};
 use crate::chain::{ChainSpec, DEFAULT_BLOCK_SECONDS, Ledger, NewJob};
 use crate::eth::Address;
-use crate::protocol::{ManifestId, Profile, encode_transcoding_options, parse_profile_list};
+use crate::protocol::{ManifestId, Profile, encode_transcoding_options};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ChainCommand {
@@ -48,8 +48,10 @@ pub(crate) struct JobNewArgs {
     /// The orchestrator assigned to the job.
     #[arg(long, value_name = "0x…")]
     transcoder: Address,
-    /// Comma-separated profile names, e.g. P720p30fps16x9,P360p30fps16x9.
-    #[arg(long, value_name = "LIST")]
+    /// Comma-separated profile names, e.g. P720p30fps16x9,P360p30fps16x9, or
+    /// a -transcodingOptions JSON file whose entries are each one of the
+    /// protocol's nine profiles (the only ones a 2018 job can name).
+    #[arg(long, value_name = "LIST|FILE")]
     profiles: String,
     /// The job ends this many blocks from now.
     #[arg(long, value_name = "N", default_value_t = 86_400)]
@@ -130,7 +132,7 @@ pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
 pub(crate) fn run_job(command: JobCommand) -> Result<()> {
     match command {
         JobCommand::New(args) => {
-            let profiles = parse_profile_list(&args.profiles)?;
+            let profiles = crate::cli::transcode::named_profiles_of(&args.profiles)?;
             let key = args.keystore.unlock()?;
             let chain = args.chain.open()?;
             let job = NewJob {

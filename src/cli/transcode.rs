@@ -127,7 +127,7 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
     for rendition in &transcoded.renditions {
         let path = args.out.join(format!(
             "{}.{}",
-            file_stem(&rendition.spec.name),
+            rendition.spec.file_stem(),
             rendition.spec.container.extension()
         ));
         std::fs::write(&path, &rendition.data)
@@ -150,6 +150,32 @@ pub(crate) fn run(args: TranscodeArgs) -> Result<()> {
         elapsed / transcoded.source_seconds.max(f64::EPSILON)
     );
     Ok(())
+}
+
+/// `--profiles LIST|FILE` where only the protocol's nine profiles can go (a
+/// 2018 job's on-chain options name them by id): a `transcodingOptions`
+/// file's entries must each be one of them, exactly.
+pub(crate) fn named_profiles_of(value: &str) -> Result<Vec<crate::protocol::Profile>> {
+    renditions_of(value)?
+        .iter()
+        .map(|spec| {
+            crate::protocol::PROFILES
+                .iter()
+                .find(|profile| RenditionSpec::from(**profile) == *spec)
+                .copied()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--profiles {value}: {} ({}x{}, {} bit/s, {}) is not one of the \
+                         protocol's nine profiles, the only ones a 2018 job can name",
+                        spec.name,
+                        spec.width,
+                        spec.height,
+                        spec.bitrate_bps,
+                        spec.codec.name()
+                    )
+                })
+        })
+        .collect()
 }
 
 /// `--profiles LIST|FILE`: a file is go-livepeer's `-transcodingOptions`
@@ -191,31 +217,12 @@ pub(crate) fn renditions_of(value: &str) -> Result<Vec<RenditionSpec>> {
     let mut stems = std::collections::HashSet::new();
     for spec in &specs {
         anyhow::ensure!(
-            stems.insert(file_stem(&spec.name)),
+            stems.insert(spec.file_stem()),
             "--profiles {value}: two renditions are named {:?}",
             spec.name
         );
     }
     Ok(specs)
-}
-
-/// A rendition's name as a file name: letters, digits, `.`, `-` and `_`
-/// kept, anything else `_` (a name from a file is not a path).
-fn file_stem(name: &str) -> String {
-    let stem: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match stem.trim_start_matches('.') {
-        "" => "rendition".to_string(),
-        stem => stem.to_string(),
-    }
 }
 
 #[derive(Debug, Args)]
@@ -253,4 +260,39 @@ pub(crate) fn write_test_clip(args: TestClipArgs) -> Result<()> {
         clip.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_2018_job_takes_a_file_only_of_the_nine_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("options.json");
+        std::fs::write(
+            &file,
+            r#"[{"name":"P240p30fps16x9","width":426,"height":240,"bitrate":600000,"fps":30}]"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let named = named_profiles_of(path).unwrap();
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].name, "P240p30fps16x9");
+        assert_eq!(
+            named_profiles_of("P144p30fps16x9,P360p30fps16x9")
+                .unwrap()
+                .len(),
+            2
+        );
+        for other in [
+            r#"[{"name":"P240p30fps16x9","width":426,"height":240,"bitrate":500000,"fps":30}]"#,
+            r#"[{"name":"custom","width":426,"height":240,"bitrate":600000,"fps":30}]"#,
+            r#"[{"name":"P240p30fps16x9","width":426,"height":240,"bitrate":600000,"fps":30,"encoder":"HEVC"}]"#,
+        ] {
+            std::fs::write(&file, other).unwrap();
+            let error = format!("{:#}", named_profiles_of(path).unwrap_err());
+            assert!(error.contains("nine profiles"), "{error}");
+        }
+    }
 }

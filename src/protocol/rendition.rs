@@ -186,6 +186,27 @@ pub struct RenditionSpec {
 }
 
 impl RenditionSpec {
+    /// The name as a file name: anything but ASCII letters, digits, `-`,
+    /// `_` and `.` becomes `_`, and no leading dots (a profile's name comes
+    /// from a file or a peer).
+    pub fn file_stem(&self) -> String {
+        let stem: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        match stem.trim_start_matches('.') {
+            "" => "rendition".to_string(),
+            stem => stem.to_string(),
+        }
+    }
+
     /// The pixels of the box, for sizing and limits.
     pub fn box_pixels(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)

@@ -853,6 +853,7 @@ class Orchestrator:
     def __init__(self, key, uri, max_sessions, fails, log_path, version):
         self.key, self.uri, self.max_sessions = key, uri, max_sessions
         self.fails, self.version = fails, version
+        self.caps = sorted(set(DEFAULT_CAPS))
         self.log_file = open(log_path, "a", buffering=1) if log_path else None
         self.sessions = {}
         self.rng = random.Random()
@@ -873,7 +874,7 @@ class Orchestrator:
     # ---- sessions -----------------------------------------------------------
 
     def capabilities(self):
-        return pb.Capabilities(bitstring=encode_bits(DEFAULT_CAPS), capacities={k: 1 for k in DEFAULT_CAPS},
+        return pb.Capabilities(bitstring=encode_bits(self.caps), capacities={k: 1 for k in self.caps},
                                version=self.version)
 
     def info(self, auth_token):
@@ -909,7 +910,7 @@ class Orchestrator:
         """Job capabilities (a net.Capabilities, or None = legacy) against ours."""
         if job is None:
             return True
-        ours = encode_bits(DEFAULT_CAPS)
+        ours = encode_bits(self.caps)
         for i, word in enumerate(job.bitstring):
             have = ours[i] if i < len(ours) else 0
             if word & ~have:
@@ -1238,6 +1239,7 @@ async def amain(args):
         with open(args.cert_out, "w") as f:
             f.write(pem)
     orch = Orchestrator(key, None, args.max_sessions, fails, args.log, args.orch_version)
+    orch.caps = sorted(set(DEFAULT_CAPS) | set(args.extra_capability))
     server = await asyncio.start_server(orch.on_connection, host or None, port, ssl=context, reuse_address=True,
                                         backlog=256)
     port = server.sockets[0].getsockname()[1]
@@ -1271,6 +1273,9 @@ def main():
     parser.add_argument("--secret-file", help="32-byte HMAC key (hex) for auth tokens")
     parser.add_argument("--service-uri", help="advertised URI (default https://HOST:PORT)")
     parser.add_argument("--orch-version", default="0.9.1", help="Capabilities.version (default 0.9.1)")
+    parser.add_argument("--extra-capability", type=int, action="append", default=[], metavar="N",
+                        help="also advertise (and accept jobs needing) capability N, e.g. 16 for HEVC "
+                             "encoding, which the ffmpeg CLI does (repeatable)")
     parser.add_argument("--cert-out", help="write the certificate (PEM) here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
