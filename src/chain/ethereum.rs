@@ -44,6 +44,8 @@ pub struct EthSpec {
     pub url: String,
     pub jobs: Option<Address>,
     pub registry: Option<Address>,
+    /// Livepeer's Controller, through which its contracts are found.
+    pub controller: Option<Address>,
 }
 
 impl EthSpec {
@@ -63,6 +65,7 @@ impl EthSpec {
             url: url.to_string(),
             jobs: None,
             registry: None,
+            controller: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair
@@ -72,9 +75,10 @@ impl EthSpec {
             match key {
                 "jobs" => spec.jobs = Some(address),
                 "registry" => spec.registry = Some(address),
+                "controller" => spec.controller = Some(address),
                 other => {
                     return Err(invalid(format!(
-                        "unknown parameter {other:?} (jobs, registry)"
+                        "unknown parameter {other:?} (jobs, registry, controller)"
                     )));
                 }
             }
@@ -85,7 +89,11 @@ impl EthSpec {
     pub fn render(&self) -> String {
         let mut text = format!("eth:{}", self.url);
         let mut sep = '?';
-        for (key, value) in [("jobs", self.jobs), ("registry", self.registry)] {
+        for (key, value) in [
+            ("jobs", self.jobs),
+            ("registry", self.registry),
+            ("controller", self.controller),
+        ] {
             if let Some(address) = value {
                 text.push_str(&format!("{sep}{key}={address}"));
                 sep = '&';
@@ -232,6 +240,7 @@ impl Ethereum {
                 url: url.to_string(),
                 jobs: None,
                 registry: None,
+                controller: None,
             },
             tls,
         )?;
@@ -250,7 +259,49 @@ impl Ethereum {
             url: url.to_string(),
             jobs: Some(from_alloy(*jobs.address())),
             registry: Some(from_alloy(*registry.address())),
+            controller: None,
         })
+    }
+
+    /// Deploys Livepeer's own contracts (the npm SDK's artifacts in
+    /// `artifacts`) from `key`'s account; returns the spec naming their
+    /// Controller.
+    pub async fn deploy_livepeer(
+        url: &str,
+        key: &PrivateKey,
+        tls: &RpcTls,
+        artifacts: &std::path::Path,
+    ) -> Result<EthSpec, ChainError> {
+        let artifacts = super::livepeer::Artifacts::load(artifacts)?;
+        let chain = Ethereum::with_tls(
+            EthSpec {
+                url: url.to_string(),
+                jobs: None,
+                registry: None,
+                controller: None,
+            },
+            tls,
+        )?;
+        let provider = chain.signing(key)?;
+        let deployed = super::livepeer::deploy(
+            &provider,
+            to_alloy(key.address()),
+            &artifacts,
+            super::livepeer::DevParameters::default(),
+        )
+        .await?;
+        Ok(EthSpec {
+            url: url.to_string(),
+            jobs: None,
+            registry: None,
+            controller: Some(from_alloy(deployed.controller)),
+        })
+    }
+
+    /// A provider for reading (and, with [`Ethereum::signing`], writing)
+    /// Livepeer's contracts.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod ethereum;
 mod ledger;
+pub mod livepeer;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -28,6 +28,16 @@ pub(crate) struct InitArgs {
     /// File whose first line is the keystore password (else LPGPU_PASSWORD).
     #[arg(long, value_name = "FILE")]
     password_file: Option<std::path::PathBuf>,
+    /// eth: deploy Livepeer's own protocol contracts (the compiled artifacts
+    /// of npm @livepeer/sdk@1.0.1-alpha.10) instead of lpgpu's 2018
+    /// development contracts, register and configure them, mint 10,000
+    /// development LPT to the deployer, unpause; prints eth:URL?controller=0x….
+    #[arg(long)]
+    livepeer: bool,
+    /// The SDK's abis/ directory (default
+    /// contracts/node_modules/@livepeer/sdk/abis, or $LPGPU_LIVEPEER_ABIS).
+    #[arg(long, value_name = "DIR", requires = "livepeer")]
+    livepeer_abis: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +113,10 @@ pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
             anyhow::bail!("--chain offchain has no chain to initialize: run nodes with it as it is")
         }
         ChainSpec::Ledger(path) => {
+            anyhow::ensure!(
+                !args.livepeer,
+                "--livepeer deploys Livepeer's contracts on an Ethereum node: use --chain eth:URL"
+            );
             Ledger::init(path.clone(), args.block_seconds)?;
             tracing::info!(path = %path.display(), block_seconds = args.block_seconds, "ledger created");
             println!("{}", args.chain.chain);
@@ -120,6 +134,17 @@ pub(crate) fn run_chain(command: ChainCommand) -> Result<()> {
             }
             .unlock()?;
             let tls = args.chain.rpc_tls()?;
+            if args.livepeer {
+                let artifacts =
+                    crate::chain::livepeer::Artifacts::directory(args.livepeer_abis.as_deref());
+                let deployed = runtime()?.block_on(crate::chain::Ethereum::deploy_livepeer(
+                    &spec.url, &key, &tls, &artifacts,
+                ))?;
+                tracing::info!(deployer = %key.address(), artifacts = %artifacts.display(),
+                    "Livepeer's contracts deployed, configured and unpaused");
+                println!("{}", deployed.render());
+                return Ok(());
+            }
             let deployed =
                 runtime()?.block_on(crate::chain::Ethereum::deploy(&spec.url, &key, &tls))?;
             tracing::info!(deployer = %key.address(), "development contracts deployed");
