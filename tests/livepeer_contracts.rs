@@ -181,3 +181,169 @@ fn chain_init_deploys_livepeers_contracts_which_hash_tickets_as_the_vectors_do()
     assert!(stderr.contains(".ci/setup"), "{stderr}");
     anvil.stop();
 }
+
+/// Mines until the chain's head is the first block of the next round of
+/// `round_length` (views read the head; transactions land after it).
+fn mine_to_next_round(url: &str, round_length: u64) {
+    use alloy::providers::Provider;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let provider = Ethereum::new(EthSpec::parse(url).unwrap())
+            .unwrap()
+            .provider()
+            .clone();
+        let head = provider.get_block_number().await.unwrap();
+        let blocks = round_length - head % round_length;
+        let _: serde_json::Value = provider
+            .raw_request("anvil_mine".into(), (format!("0x{blocks:x}"),))
+            .await
+            .unwrap();
+    });
+}
+
+/// The operator commands on Livepeer's contracts: each refusal said in
+/// words before anything is sent (round not initialized, not enough LPT,
+/// nothing to fund), then an orchestrator bonds and registers, a
+/// broadcaster funds its deposit and reserve, and `status` reads back what
+/// the contracts hold: active from the next round, the stake, the service
+/// URI, the deposit and reserve.
+#[test]
+fn an_orchestrator_activates_and_a_sender_funds_with_the_protocol_commands() {
+    let mut anvil = Anvil::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = lpgpu(dir.path(), args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (success, stdout, stderr) = run(args);
+        assert!(success, "{args:?}: {stderr}");
+        stdout
+    };
+    let refused = |args: &[&str], says: &str| {
+        let (success, _, stderr) = run(args);
+        assert!(!success, "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    for (name, key) in [
+        ("orchestrator", DEPLOYER),
+        ("broadcaster", common::anvil::BROADCASTER),
+    ] {
+        std::fs::write(dir.path().join(format!("{name}.hex")), key).unwrap();
+        ok(&[
+            "keys",
+            "import",
+            "--keystore",
+            name,
+            "--private-key-file",
+            &format!("{name}.hex"),
+            "--light-kdf",
+        ]);
+    }
+    let abis = artifacts();
+    let chain = ok(&[
+        "chain",
+        "init",
+        "--chain",
+        &format!("eth:{}", anvil.url),
+        "--keystore",
+        "orchestrator",
+        "--livepeer",
+        "--livepeer-abis",
+        abis.to_str().unwrap(),
+    ]);
+    let as_orchestrator = |command: &str, extra: &[&str]| -> Vec<String> {
+        [
+            "protocol",
+            command,
+            "--chain",
+            &chain,
+            "--keystore",
+            "orchestrator",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let activate = |stake: &str| {
+        as_orchestrator(
+            "activate",
+            &["--service-uri", "https://127.0.0.1:8935", "--stake", stake],
+        )
+    };
+    fn borrow(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    mine_to_next_round(&anvil.url, 50);
+    refused(
+        &borrow(&activate("100")),
+        "run `lpgpu protocol round` first",
+    );
+    assert_eq!(
+        ok(&borrow(&as_orchestrator("round", &[]))),
+        "round 1 initialized"
+    );
+    assert_eq!(
+        ok(&borrow(&as_orchestrator("round", &[]))),
+        "round 1 was already initialized"
+    );
+    refused(&borrow(&activate("100000")), "not enough LPT");
+    refused(&borrow(&activate("abc")), "--stake");
+    ok(&borrow(&activate("100")));
+    let fund = |extra: &[&str]| {
+        let mut args = vec![
+            "protocol",
+            "fund",
+            "--chain",
+            &chain,
+            "--keystore",
+            "broadcaster",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (funded, _, stderr) = fund(&[]);
+    assert!(!funded && stderr.contains("nothing to fund"), "{stderr}");
+    let (funded, _, stderr) = fund(&["--deposit", "1", "--reserve", "0.5"]);
+    assert!(funded, "{stderr}");
+
+    // Active from the round after registering.
+    let status = |keystore: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&[
+            "protocol",
+            "status",
+            "--chain",
+            &chain,
+            "--keystore",
+            keystore,
+        ]))
+        .unwrap()
+    };
+    let before = status("orchestrator");
+    assert_eq!(before["registered"], true, "{before}");
+    assert_eq!(before["active"], false, "{before}");
+    mine_to_next_round(&anvil.url, 50);
+    ok(&borrow(&as_orchestrator("round", &[])));
+    let orchestrator = status("orchestrator");
+    assert_eq!(orchestrator["active"], true, "{orchestrator}");
+    assert_eq!(orchestrator["stake"], "100000000000000000000");
+    assert_eq!(orchestrator["service_uri"], "https://127.0.0.1:8935");
+    assert_eq!(orchestrator["round"]["current_round"], 2);
+    let broadcaster = status("broadcaster");
+    assert_eq!(
+        broadcaster["deposit"], "1000000000000000000",
+        "{broadcaster}"
+    );
+    assert_eq!(
+        broadcaster["reserve"], "500000000000000000",
+        "{broadcaster}"
+    );
+    assert_eq!(broadcaster["withdraw_round"], 0);
+    anvil.stop();
+}

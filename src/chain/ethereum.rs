@@ -218,7 +218,7 @@ impl Ethereum {
     }
 
     /// A provider that signs transactions with `key`.
-    fn signing(&self, key: &PrivateKey) -> Result<DynProvider, ChainError> {
+    pub fn signing(&self, key: &PrivateKey) -> Result<DynProvider, ChainError> {
         let signer = PrivateKeySigner::from_slice(key.secret_bytes().as_slice())
             .map_err(|e| ChainError::Invalid(format!("the key cannot sign: {e}")))?;
         let url = self

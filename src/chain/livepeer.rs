@@ -50,12 +50,23 @@ pub mod abi {
             function grantRole(bytes32 role, address account) external;
             function mint(address to, uint256 amount) external;
             function balanceOf(address account) external view returns (uint256);
+            function approve(address spender, uint256 amount) external returns (bool);
+            function allowance(address owner, address spender) external view returns (uint256);
         }
 
         #[sol(rpc)]
         interface BondingManager {
             function setUnbondingPeriod(uint64 unbondingPeriod) external;
             function setNumActiveTranscoders(uint256 numActiveTranscoders) external;
+            function bond(uint256 amount, address to) external;
+            function transcoder(uint256 rewardCut, uint256 feeShare) external;
+            function isActiveTranscoder(address transcoder) external view returns (bool);
+            function isRegisteredTranscoder(address transcoder) external view returns (bool);
+            function transcoderTotalStake(address transcoder) external view returns (uint256);
+            function pendingFees(address delegator, uint256 endRound) external view returns (uint256);
+            function getDelegator(address delegator) external view returns (
+                uint256 bondedAmount, uint256 fees, address delegateAddress, uint256 delegatedAmount,
+                uint256 startRound, uint256 lastClaimRound, uint256 nextUnbondingLockId);
         }
 
         #[sol(rpc)]
@@ -64,6 +75,17 @@ pub mod abi {
             function setRoundLockAmount(uint256 roundLockAmount) external;
             function roundLength() external view returns (uint256);
             function currentRound() external view returns (uint256);
+            function currentRoundInitialized() external view returns (bool);
+            function currentRoundLocked() external view returns (bool);
+            function lastInitializedRound() external view returns (uint256);
+            function blockHashForRound(uint256 round) external view returns (bytes32);
+            function initializeRound() external;
+        }
+
+        #[sol(rpc)]
+        interface ServiceRegistry {
+            function setServiceURI(string serviceURI) external;
+            function getServiceURI(address addr) external view returns (string);
         }
 
         #[sol(rpc)]
@@ -81,6 +103,10 @@ pub mod abi {
             function setTicketValidityPeriod(uint256 ticketValidityPeriod) external;
             function ticketValidityPeriod() external view returns (uint256);
             function getTicketHash(Ticket memory ticket) external pure returns (bytes32);
+            function fundDepositAndReserve(uint256 depositAmount, uint256 reserveAmount) external payable;
+            function getSenderInfo(address sender) external view returns (
+                uint256 deposit, uint256 withdrawRound, uint256 fundsRemaining, uint256 claimedInCurrentRound);
+            function usedTickets(bytes32 ticketHash) external view returns (bool);
         }
     }
 }
@@ -188,6 +214,7 @@ pub struct Artifacts {
     bonding_manager: Artifact,
     rounds_manager: Artifact,
     generic_mock: Artifact,
+    service_registry: Artifact,
 }
 
 impl Artifacts {
@@ -233,6 +260,11 @@ impl Artifacts {
                 dir,
                 "L2LPTDataCache (GenericMock)",
                 "test/mocks/GenericMock.sol/GenericMock.json",
+            )?,
+            service_registry: Artifact::load(
+                dir,
+                "ServiceRegistry",
+                "ServiceRegistry.sol/ServiceRegistry.json",
             )?,
         })
     }
@@ -284,10 +316,11 @@ pub struct Deployment {
     pub ticket_broker: EthAddress,
     pub bonding_manager: EthAddress,
     pub rounds_manager: EthAddress,
+    pub service_registry: EthAddress,
 }
 
 /// Waits for a transaction and refuses a reverted one.
-async fn confirm(
+pub(super) async fn confirm(
     what: &str,
     pending: impl std::future::IntoFuture<
         Output = Result<
@@ -407,6 +440,16 @@ pub async fn deploy(
     register("RoundsManager", rounds_manager).await?;
     let data_cache = create(provider, &artifacts.generic_mock, None, Vec::new()).await?;
     register("L2LPTDataCache", data_cache).await?;
+    // Where orchestrators publish their service URI (go-livepeer looks it
+    // up at start, and broadcasters find orchestrators through it).
+    let service_registry = create(
+        provider,
+        &artifacts.service_registry,
+        None,
+        controller.abi_encode(),
+    )
+    .await?;
+    register("ServiceRegistry", service_registry).await?;
 
     let bonding = abi::BondingManager::new(bonding_manager, provider.clone());
     confirm(
@@ -477,6 +520,7 @@ pub async fn deploy(
         ticket_broker,
         bonding_manager,
         rounds_manager,
+        service_registry,
     })
 }
 
@@ -512,6 +556,7 @@ pub async fn lookup(
         ticket_broker: find("TicketBroker").await?,
         bonding_manager: find("BondingManager").await?,
         rounds_manager: find("RoundsManager").await?,
+        service_registry: find("ServiceRegistry").await?,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod ethereum;
 mod ledger;
 pub mod livepeer;
+pub mod operator;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ mod config;
 mod demo;
 mod keys;
 mod ledger_cmds;
+mod protocol;
 mod serve;
 mod transcode;
 
@@ -65,6 +66,10 @@ enum Command {
     /// Register and look up service URIs.
     #[command(subcommand)]
     Registry(ledger_cmds::RegistryCommand),
+    /// Livepeer's own contracts (eth:URL?controller=0x…): become an
+    /// orchestrator, fund a sender, initialize the round, show an account.
+    #[command(subcommand)]
+    Protocol(protocol::ProtocolCommand),
     /// Run a node: orchestrator (gRPC) and HTTP routes on one TLS port.
     Node(serve::NodeArgs),
     /// Run the orchestrator alone, pointing broadcasters at --transcoder-uri.
@@ -239,6 +244,7 @@ pub fn run(args: Vec<OsString>) -> Result<()> {
         Command::Chain(command) => ledger_cmds::run_chain(command),
         Command::Job(command) => ledger_cmds::run_job(command),
         Command::Registry(command) => ledger_cmds::run_registry(command),
+        Command::Protocol(command) => protocol::run(command),
         Command::Node(args) => serve::run_node(args),
         Command::Orchestrator(args) => serve::run_orchestrator(args),
         Command::Transcoder(args) => serve::run_transcoder(args),
