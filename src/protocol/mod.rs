@@ -9,6 +9,7 @@
 pub mod capabilities;
 mod headers;
 pub mod limits;
+pub mod payment;
 pub mod pm;
 mod profiles;
 pub mod rendition;
