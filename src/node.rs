@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// Serve today's broadcaster wire (`GetOrchestrator`, its `/segment`)
     /// with at most this many sessions open (go-livepeer's `-maxSessions`).
     pub today_sessions: Option<usize>,
+    /// Charge today's broadcasters in PM tickets (`--price-per-unit` on a
+    /// chain with Livepeer's contracts).
+    pub payments: Option<Arc<crate::orchestrator::today::payments::Payments>>,
 }
 
 impl NodeConfig {
@@ -96,6 +99,7 @@ impl NodeConfig {
             },
             v2: true,
             today_sessions: None,
+            payments: None,
         }
     }
 
@@ -262,6 +266,7 @@ impl Node {
                         capabilities,
                         version: GO_LIVEPEER_VERSION.to_string(),
                         signer: config.orchestrator_key.clone().filter(|_| config.v2),
+                        payments: config.payments.clone(),
                     },
                     Some(core.clone()),
                     metrics.clone(),

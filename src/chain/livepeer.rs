@@ -63,6 +63,7 @@ pub mod abi {
             function isActiveTranscoder(address transcoder) external view returns (bool);
             function isRegisteredTranscoder(address transcoder) external view returns (bool);
             function transcoderTotalStake(address transcoder) external view returns (uint256);
+            function getTranscoderPoolSize() external view returns (uint256);
             function pendingFees(address delegator, uint256 endRound) external view returns (uint256);
             function getDelegator(address delegator) external view returns (
                 uint256 bondedAmount, uint256 fees, address delegateAddress, uint256 delegatedAmount,
@@ -107,6 +108,7 @@ pub mod abi {
             function getSenderInfo(address sender) external view returns (
                 uint256 deposit, uint256 withdrawRound, uint256 fundsRemaining, uint256 claimedInCurrentRound);
             function usedTickets(bytes32 ticketHash) external view returns (bool);
+            function redeemWinningTicket(Ticket memory ticket, bytes memory sig, uint256 recipientRand) external;
         }
     }
 }

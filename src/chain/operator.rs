@@ -167,6 +167,10 @@ impl Protocol {
         })
     }
 
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
     pub async fn round(&self) -> Result<RoundState, ChainError> {
         let controller = abi::Controller::new(self.contracts.controller, &self.provider);
         let rounds = abi::RoundsManager::new(self.contracts.rounds_manager, &self.provider);

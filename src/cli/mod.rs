@@ -16,6 +16,7 @@ mod config;
 mod demo;
 mod keys;
 mod ledger_cmds;
+mod payments;
 mod protocol;
 mod serve;
 mod transcode;

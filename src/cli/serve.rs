@@ -96,6 +96,52 @@ pub(crate) struct NodeArgs {
     uploads: UploadArgs,
     #[command(flatten)]
     slots: SlotArgs,
+    #[command(flatten)]
+    payments: PaymentArgs,
+}
+
+/// Paid transcoding on Livepeer's contracts (today's wire).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Payments (today's wire, --chain eth:URL?controller=0x…)")]
+pub(crate) struct PaymentArgs {
+    /// Charge this many wei per --pixels-per-unit pixels, in PM tickets
+    /// (go-livepeer's -pricePerUnit); needs a chain naming Livepeer's
+    /// Controller and a keystore.
+    #[arg(long, value_name = "WEI")]
+    pub(crate) price_per_unit: Option<u64>,
+    /// Pixels the price is for (go-livepeer's -pixelsPerUnit).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "price_per_unit"
+    )]
+    pub(crate) pixels_per_unit: u64,
+    /// The expected value of each ticket asked, in wei (go-livepeer's -ticketEV).
+    #[arg(
+        long,
+        value_name = "WEI",
+        default_value = "8000000000",
+        requires = "price_per_unit"
+    )]
+    pub(crate) ticket_ev: String,
+    /// The largest face value quoted, in wei (go-livepeer's -maxFaceValue).
+    #[arg(long, value_name = "WEI", requires = "price_per_unit")]
+    pub(crate) max_face_value: Option<String>,
+    /// Redeem winning tickets only while the gas price is at most this (wei).
+    #[arg(long, value_name = "WEI", requires = "price_per_unit")]
+    pub(crate) max_gas_price: Option<String>,
+    /// Initialize each new round (go-livepeer's -initializeRound).
+    #[arg(long, requires = "price_per_unit")]
+    pub(crate) initialize_round: bool,
+    /// Where winning tickets are written down until redeemed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "lpgpu-tickets.json",
+        requires = "price_per_unit"
+    )]
+    pub(crate) ticket_store: std::path::PathBuf,
 }
 
 /// A pool of remote transcoders (go-livepeer's `-orchSecret` on an orchestrator).
@@ -267,6 +313,7 @@ enum Role {
         transcoder_uri: Option<String>,
         pool_secret: Option<zeroize::Zeroizing<String>>,
         segments: Serving,
+        payments: Option<PaymentArgs>,
     },
     Orchestrator {
         key: Option<Arc<PrivateKey>>,
@@ -305,6 +352,17 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
         .map(read_secret)
         .transpose()?;
     let key = args.keystore.unlock(&args.listen.chain.chain)?;
+    let payments = args
+        .payments
+        .price_per_unit
+        .is_some()
+        .then(|| args.payments.clone());
+    if payments.is_some() {
+        anyhow::ensure!(
+            key.is_some(),
+            "--price-per-unit needs an account to be paid: give --keystore DIR and an eth: chain"
+        );
+    }
     run(
         args.listen,
         Role::Node {
@@ -315,6 +373,7 @@ pub(crate) fn run_node(args: NodeArgs) -> Result<()> {
                 uploads: args.uploads,
                 slots: args.slots,
             },
+            payments,
         },
     )
 }
@@ -578,6 +637,7 @@ fn node_config(
             transcoder_uri,
             pool_secret,
             segments,
+            ..
         } => (
             orchestrating(key, transcoder_uri, pool_secret),
             segments.uploads,
@@ -644,6 +704,18 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         Role::Orchestrator { .. } => None,
     };
     let role_name = role.name();
+    let payments = match &role {
+        Role::Node {
+            payments: Some(payments),
+            key: Some(key),
+            ..
+        } => Some(super::payments::PaidSetup::check(
+            payments,
+            &listen.chain,
+            key.clone(),
+        )?),
+        _ => None,
+    };
     // The port is not known before binding: the config is checked with a
     // placeholder URI first, so a bad flag never binds a port.
     let provisional = service_uri(&listen.hostname, listen.listen.port());
@@ -667,10 +739,13 @@ fn run(listen: ListenArgs, role: Role) -> Result<()> {
         if config.backend.is_some() {
             metrics.start_gpu_sampler(std::time::Duration::from_secs(5));
         }
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             service_uri: own_uri.clone(),
             ..config
         };
+        if let Some(setup) = payments {
+            config.payments = Some(setup.start(&metrics).await?);
+        }
         tracing::info!(
             role = role_name,
             credentials_from = %config.credentials_from,

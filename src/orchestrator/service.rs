@@ -164,7 +164,7 @@ impl Orchestrator for OrchestratorGrpc {
                 .with_label_values(&[result])
                 .inc()
         };
-        match today.get_orchestrator(request.get_ref()) {
+        match today.get_orchestrator_quoted(request.get_ref()).await {
             Ok(info) => {
                 count("ok");
                 let session = info.auth_token.as_ref().map(|t| t.session_id.clone());

@@ -48,6 +48,19 @@ pub struct SenderInfo {
     pub deposit: U256,
     pub reserve: U256,
     pub withdraw_round: u64,
+    /// Reserve already claimed this round (by any recipient).
+    pub claimed_in_round: U256,
+}
+
+impl SenderInfo {
+    /// The most one recipient may be paid from the reserve this round:
+    /// `(reserve + claimed this round) ÷ active pool size`.
+    pub fn max_float(&self, pool_size: u64) -> U256 {
+        self.reserve
+            .saturating_add(self.claimed_in_round)
+            .checked_div(U256::from(pool_size.max(1)))
+            .unwrap_or(U256::ZERO)
+    }
 }
 
 /// Why a payment is refused: go-livepeer's texts (the `/segment` 400 body).

@@ -8,6 +8,9 @@
 //! Payments (tickets, balances) are not here yet: an lpgpu node serves
 //! today's wire free, as `-network offchain` does.
 
+pub mod payment_metrics;
+pub mod payments;
+pub mod redeemer;
 pub mod sessions;
 pub mod wire;
 
@@ -41,6 +44,9 @@ pub struct TodayConfig {
     /// On a chain: the node's key (its address in `OrchestratorInfo`, the
     /// signer of results and `Ping`). Offchain: none.
     pub signer: Option<Arc<PrivateKey>>,
+    /// Paid: ticket parameters and a price in every `OrchestratorInfo`, and
+    /// every segment's payment checked. None: free, as `-network offchain`.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 /// Why `EndTranscodingSession` is refused.
@@ -135,6 +141,25 @@ impl TodayOrchestrator {
 
     /// `OrchestratorInfo` for a session with `token`.
     pub fn info(&self, token: TaskAuthToken) -> OrchestratorInfo {
+        self.info_for(token, None)
+    }
+
+    /// `OrchestratorInfo` with `token`, and on a paid node the price and
+    /// `ticket_params` (quoted for the session's sender).
+    pub fn info_for(
+        &self,
+        token: TaskAuthToken,
+        ticket_params: Option<crate::proto::TicketParams>,
+    ) -> OrchestratorInfo {
+        let mut info = self.plain_info(token);
+        if let Some(payments) = &self.config.payments {
+            info.price_info = Some(payments.price_info());
+            info.ticket_params = ticket_params;
+        }
+        info
+    }
+
+    fn plain_info(&self, token: TaskAuthToken) -> OrchestratorInfo {
         let address = self
             .config
             .signer
@@ -154,14 +179,42 @@ impl TodayOrchestrator {
     }
 
     /// `GetOrchestrator`'s checks in go-livepeer's order, then a new
-    /// session. The error is go-livepeer's text (gRPC UNKNOWN).
+    /// session with, on a paid node, ticket parameters quoted for the
+    /// sender. The error is go-livepeer's text (gRPC UNKNOWN).
+    pub async fn get_orchestrator_quoted(
+        &self,
+        request: &OrchestratorRequest,
+    ) -> Result<OrchestratorInfo, String> {
+        let (token, sender) = self.check_request(request)?;
+        let params = match (&self.config.payments, sender) {
+            (Some(payments), Some(sender)) => payments.quote_for(sender).await?,
+            _ => None,
+        };
+        Ok(self.info_for(token, params))
+    }
+
+    /// [`Self::get_orchestrator_quoted`] without a quote (free nodes, tests).
     pub fn get_orchestrator(
         &self,
         request: &OrchestratorRequest,
     ) -> Result<OrchestratorInfo, String> {
+        let (token, _) = self.check_request(request)?;
+        Ok(self.info_for(token, None))
+    }
+
+    /// The checks, then a new session's token and the sender, if any.
+    fn check_request(
+        &self,
+        request: &OrchestratorRequest,
+    ) -> Result<(TaskAuthToken, Option<crate::eth::Address>), String> {
         // A broadcaster with an account signs its address; one without
         // (offchain) sends zeros and no signature.
         let offchain = request.address.iter().all(|&b| b == 0);
+        // A paid node takes only broadcasters with an account (go-livepeer's
+        // on-chain orchestrator refuses an offchain one).
+        if offchain && self.config.payments.is_some() {
+            return Err("Invalid orchestrator request: orchestrator req sig check failed".into());
+        }
         if !offchain {
             let signed_by_it = <[u8; 20]>::try_from(request.address.as_slice())
                 .map(crate::eth::Address)
@@ -178,7 +231,11 @@ impl TodayOrchestrator {
         if !self.sessions().has_room() {
             return Err("Invalid orchestrator request: OrchestratorCapped".into());
         }
-        Ok(self.info(self.tokens.mint(unix_now())))
+        let sender = <[u8; 20]>::try_from(request.address.as_slice())
+            .ok()
+            .filter(|_| !offchain)
+            .map(crate::eth::Address);
+        Ok((self.tokens.mint(unix_now()), sender))
     }
 
     /// `EndTranscodingSession`: the token must be ours (its expiry is not

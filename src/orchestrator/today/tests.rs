@@ -9,6 +9,7 @@ fn orchestrator(max_sessions: usize, signer: Option<Arc<PrivateKey>>) -> Arc<Tod
             capabilities: CapabilitySet::lpgpu(),
             version: "0.9.1".into(),
             signer,
+            payments: None,
         },
         None,
         Metrics::new(),

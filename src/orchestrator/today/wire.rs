@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use super::payments::PaymentRefusal;
 use super::sessions::Full;
 use super::{TodayOrchestrator, unix_now};
 use crate::eth::{Signature, keccak256};
@@ -225,6 +226,32 @@ impl Wire for TodayWire {
             Ok(verified) => verified,
             Err(refusal) => return Self::refuse(&refusal, None),
         };
+        // 11–13 on a paid node: the sender's next ticket parameters (for
+        // the result's info), the payment credited, enough balance.
+        let mut paid = None;
+        if let Some(payments) = &self.orchestrator.config().payments {
+            let named = (request.payment.sender.len() == 20).then(|| {
+                let mut address = [0u8; 20];
+                address.copy_from_slice(&request.payment.sender);
+                crate::eth::Address(address)
+            });
+            let params = match named {
+                Some(sender) => match payments.quote_for(sender).await {
+                    Ok(params) => params,
+                    Err(why) => return Self::refuse(&Refusal::PaymentUnavailable, Some(why)),
+                },
+                None => None,
+            };
+            match payments.process(&request.payment, &token.session_id).await {
+                Ok(sender) => paid = Some((sender, params)),
+                Err(PaymentRefusal::Chain(why)) => {
+                    return Self::refuse(&Refusal::PaymentUnavailable, Some(why));
+                }
+                Err(refusal) => {
+                    return Self::refuse(&Refusal::Payment(refusal.to_string()), None);
+                }
+            }
+        }
         // 14: a declared length over the limit, before any byte is read.
         let limit = core.limits().max_segment_bytes.min(MAX_BODY_BYTES);
         if body.declared_length().is_some_and(|n| n > limit) {
@@ -244,6 +271,7 @@ impl Wire for TodayWire {
         let work = Work {
             orchestrator: self.orchestrator.clone(),
             request,
+            paid,
             token,
             segment,
             received: Instant::now(),
@@ -275,6 +303,12 @@ impl Wire for TodayWire {
 struct Work {
     orchestrator: Arc<TodayOrchestrator>,
     request: SegmentRequest,
+    /// On a paid node: who pays for it, and the ticket parameters its
+    /// result's info quotes.
+    paid: Option<(
+        Option<crate::eth::Address>,
+        Option<crate::proto::TicketParams>,
+    )>,
     token: TaskAuthToken,
     segment: Bytes,
     received: Instant,
@@ -346,7 +380,10 @@ impl Work {
         let result = SegmentTranscodeResult {
             seq,
             result: Some(result),
-            info: Some(orchestrator.info(self.token.clone())),
+            info: Some(orchestrator.info_for(
+                self.token.clone(),
+                self.paid.as_ref().and_then(|(_, params)| params.clone()),
+            )),
         };
         (result, outcome)
     }
@@ -457,6 +494,14 @@ impl Work {
                     .map(|r| r.data.len() as u64)
                     .sum(),
             );
+        // The pixels made, at this node's price (beyond go-livepeer, which
+        // takes the price the broadcaster states).
+        if let (Some(payments), Some((Some(sender), _))) =
+            (&orchestrator.config().payments, &self.paid)
+        {
+            let pixels = transcoded.renditions.iter().map(|r| r.pixels()).sum();
+            payments.debit(*sender, id, pixels);
+        }
         let sig = sign_renditions(orchestrator, transcoded).await;
         Ok((SegmentTranscodeData { segments, sig }, specs.len()))
     }

@@ -22,6 +22,7 @@ fn funded() -> Result<SenderInfo, String> {
         deposit: U256::from(10u64).pow(U256::from(18u64)),
         reserve: U256::from(10u64).pow(U256::from(18u64)),
         withdraw_round: 0,
+        claimed_in_round: U256::ZERO,
     })
 }
 

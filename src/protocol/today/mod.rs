@@ -101,6 +101,13 @@ pub enum Refusal {
     BadUri,
     #[error("Forbidden")]
     HashMismatch,
+    /// Check 12: the payment's error, in go-livepeer's words; check 13:
+    /// `Insufficient balance`.
+    #[error("{0}")]
+    Payment(String),
+    /// Check 11: the chain could not be read to judge the payment.
+    #[error("Internal Server Error")]
+    PaymentUnavailable,
 }
 
 impl Refusal {
@@ -108,8 +115,8 @@ impl Refusal {
         use Refusal::*;
         match self {
             PaymentBase64(_) | PaymentProtobuf(_) => StatusCode::PAYMENT_REQUIRED,
-            BodyTooLarge | BodyRead => StatusCode::INTERNAL_SERVER_ERROR,
-            BadUri => StatusCode::BAD_REQUEST,
+            BodyTooLarge | BodyRead | PaymentUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
+            BadUri | Payment(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -135,6 +142,8 @@ impl Refusal {
             BodyRead => "bad_request_body",
             BadUri => "bad_segment_uri",
             HashMismatch => "hash_mismatch",
+            Payment(_) => "payment_refused",
+            PaymentUnavailable => "chain_unavailable",
         }
     }
 }
