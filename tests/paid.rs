@@ -153,11 +153,10 @@ fn sender(args: &[&str], dir: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash() {
-    let mut anvil = Anvil::start();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Keys imported (orchestrator, broadcaster, unfunded), Livepeer's contracts
+/// deployed, the orchestrator bonded and active, the broadcaster funded (1
+/// ETH deposit, 1 ETH reserve): the chain spec and the deposit.
+fn paid_chain(d: &Path, anvil: &Anvil) -> (String, u128) {
     for (name, key) in [
         ("orchestrator", DEPLOYER),
         ("broadcaster", BROADCASTER),
@@ -219,6 +218,15 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     assert_eq!(status(d, &chain, "orchestrator")["active"], true);
     let deposit_before = wei(&status(d, &chain, "broadcaster")["deposit"]);
 
+    (chain, deposit_before)
+}
+
+#[test]
+fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash() {
+    let mut anvil = Anvil::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (chain, deposit_before) = paid_chain(d, &anvil);
     let store = d.join("tickets.json");
     let node = PaidNode::start(d, &chain, &store);
     let segment = common::clip("h264_720p.ts");
@@ -313,6 +321,134 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     let left: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     assert!(left.is_empty(), "{left:?}");
+    drop(node);
+    anvil.stop();
+}
+
+/// lpgpu's own broadcaster pays lpgpu's paid node: `lpgpu broadcast
+/// --orch-addr … --chain … --keystore …` streams 10 s with every segment
+/// paid (the node refuses any segment not paid for), the tickets it sends
+/// pass the node's checks, and once the winning ones are past their
+/// expiration the broadcaster's deposit on the TicketBroker has fallen by
+/// their face values. A price over `--max-price-per-unit` is refused
+/// before anything is sent.
+#[test]
+fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
+    let mut anvil = Anvil::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (chain, deposit_before) = paid_chain(d, &anvil);
+    let store = d.join("tickets.json");
+    let node = PaidNode::start(d, &chain, &store);
+    let input = d.join("ten.ts");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "10",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+        ])
+        .args(["-f", "mpegts"])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broadcast = |max_price: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lpgpu"))
+            .args([
+                "broadcast",
+                "--orch-addr",
+                &format!("127.0.0.1:{}", node.port),
+            ])
+            .args(["--chain", &chain, "--keystore", "broadcaster"])
+            .args(["--max-price-per-unit", max_price])
+            // About 3.5e12 wei a segment at the node's price: several
+            // tickets each (EV 1e12), half of which win.
+            .args(["--profiles", "P720p30fps16x9,P360p30fps16x9"])
+            .arg("--input")
+            .arg(&input)
+            .args(["--out", out])
+            .current_dir(d)
+            .env("LPGPU_PASSWORD", "pw")
+            .env_remove("LPGPU_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let refused = broadcast("1000", "refused");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{stdout}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("over --max-price-per-unit")
+            || stdout.contains("over --max-price-per-unit"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        node.metric("lpgpu_tickets_total{outcome=\"received\"}"),
+        0.0
+    );
+
+    let paid = broadcast("100000", "hls");
+    let stdout = String::from_utf8_lossy(&paid.stdout);
+    assert!(
+        paid.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&paid.stderr)
+    );
+    assert!(stdout.contains("5 segments, 0 failed"), "{stdout}");
+    let received = node.metric("lpgpu_tickets_total{outcome=\"received\"}");
+    assert!(received >= 10.0, "{received} tickets for 5 segments");
+    assert_eq!(
+        node.metric("lpgpu_payment_errors_total{reason=\"insufficient_balance\"}"),
+        0.0
+    );
+    let stored: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    assert!(
+        !stored.is_empty(),
+        "half of {received} tickets win; none did"
+    );
+    let face_values: u128 = stored.iter().map(|t| wei(&t["face_value"])).sum();
+    let expiring = stored
+        .iter()
+        .map(|t| t["expiration_block"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    while head(&anvil.url) < expiring {
+        mine_to_round(&anvil.url);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.metric("lpgpu_tickets_pending_redemption") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "tickets still pending after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        wei(&status(d, &chain, "broadcaster")["deposit"]),
+        deposit_before - face_values
+    );
     drop(node);
     anvil.stop();
 }

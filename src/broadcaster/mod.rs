@@ -8,6 +8,7 @@
 //! A segment that still fails is reported and skipped, never silently.
 
 pub mod hls;
+pub mod payer;
 pub mod player;
 pub mod today;
 pub mod upload;

@@ -21,6 +21,7 @@ use http_body_util::Full;
 use prost::Message;
 use tonic::transport::Channel;
 
+use super::payer::{PayState, Payer, Settled};
 use super::upload::{TranscoderConnection, UploadError};
 use super::{BroadcastOptions, SegmentFailure, Uploader};
 use crate::eth::keccak256;
@@ -160,6 +161,8 @@ struct Session {
     /// Where segments go: `OrchestratorInfo.transcoder`.
     connection: Arc<TranscoderConnection>,
     latency: Duration,
+    /// A paying broadcaster's tickets and balance with this session.
+    pay: Option<Arc<Mutex<PayState>>>,
 }
 
 #[derive(Debug, Default)]
@@ -214,6 +217,8 @@ pub struct TodayBroadcaster {
     /// One discovery at a time: segments in flight wait for its session
     /// instead of each opening one.
     choosing: tokio::sync::Mutex<()>,
+    /// Pay in tickets (on a chain); None: offchain.
+    payer: Option<Payer>,
 }
 
 impl TodayBroadcaster {
@@ -242,7 +247,15 @@ impl TodayBroadcaster {
             options,
             state: Mutex::new(State::default()),
             choosing: tokio::sync::Mutex::new(()),
+            payer: None,
         }
+    }
+
+    /// Pays orchestrators in PM tickets signed by `payer`'s key (its
+    /// address in `GetOrchestrator`, its signature on each segment).
+    pub fn with_payer(mut self, payer: Payer) -> Self {
+        self.payer = Some(payer);
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -272,9 +285,20 @@ impl TodayBroadcaster {
     async fn open_session(&self, index: usize) -> Result<Session, String> {
         let uri = &self.orchestrators[index];
         let mut client = self.client(index).await?;
+        let (address, sig) = match &self.payer {
+            // Sign(address): the checksummed text, as go-livepeer signs it.
+            Some(payer) => (
+                payer.key.address().0.to_vec(),
+                payer
+                    .key
+                    .sign(payer.key.address().to_checksum().as_bytes())
+                    .to_vec(),
+            ),
+            None => (OFFCHAIN_ADDRESS.to_vec(), Vec::new()),
+        };
         let request = OrchestratorRequest {
-            address: OFFCHAIN_ADDRESS.to_vec(),
-            sig: Vec::new(),
+            address,
+            sig,
             capabilities: Some(self.capabilities.clone()),
             ignore_capacity_check: false,
         };
@@ -313,6 +337,7 @@ impl TodayBroadcaster {
         let uri = &self.orchestrators[index];
         let token = info
             .auth_token
+            .clone()
             .ok_or_else(|| format!("{uri}: OrchestratorInfo has no auth_token"))?;
         if info.transcoder.is_empty() {
             return Err(format!("{uri}: OrchestratorInfo has no transcoder"));
@@ -325,6 +350,12 @@ impl TodayBroadcaster {
                 return Err(format!("{uri}: lacks capabilities {missing:?}"));
             }
         }
+        let pay = match &self.payer {
+            Some(payer) => Some(Arc::new(Mutex::new(
+                PayState::from_info(&info, payer).map_err(|why| format!("{uri}: {why}"))?,
+            ))),
+            None => None,
+        };
         let connection = TranscoderConnection::any_certificate(&info.transcoder)
             .map_err(|e| format!("{uri}: {e}"))?;
         Ok(Session {
@@ -332,6 +363,7 @@ impl TodayBroadcaster {
             token,
             connection: Arc::new(connection),
             latency,
+            pay,
         })
     }
 
@@ -424,6 +456,16 @@ impl TodayBroadcaster {
             auth_token: Some(session.token.clone()),
             ..Default::default()
         };
+        if let Some(payer) = &self.payer {
+            let names: Vec<String> = profiles.iter().map(|p| p.name.clone()).collect();
+            let preimage = crate::protocol::today::segment_preimage(
+                &data.manifest_id,
+                data.seq,
+                &data.hash,
+                &names,
+            );
+            data.sig = payer.key.sign(&preimage).to_vec();
+        }
         match field {
             33 => data.full_profiles = profiles,
             34 => data.full_profiles2 = profiles,
@@ -441,12 +483,89 @@ impl TodayBroadcaster {
         session: &Session,
     ) -> Result<Vec<Bytes>, AttemptError> {
         let header = self.segment_header(seq, segment, hash, session);
+        let staged = match (&self.payer, &session.pay) {
+            (Some(payer), Some(pay)) => {
+                let estimate: Vec<(u32, u32, Option<f64>)> = self
+                    .renditions
+                    .iter()
+                    .map(|r| (r.width, r.height, r.max_frame_rate.map(|f| f.as_f64())))
+                    .collect();
+                let pixels = crate::protocol::pm::sender::out_pixels(&estimate, segment.seconds);
+                let staged = pay
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .payment(&payer.key, pixels)
+                    .map_err(AttemptError::Orchestrator)?;
+                Some((pay.clone(), staged))
+            }
+            _ => None,
+        };
+        let payment_header = staged
+            .as_ref()
+            .map_or_else(String::new, |(_, (payment, _))| {
+                base64::engine::general_purpose::STANDARD.encode(payment.encode_to_vec())
+            });
+        let outcome = self
+            .send_segment(segment, session, header, payment_header)
+            .await;
+        if let Some((pay, (_, staged))) = staged {
+            let mut pay = pay.lock().unwrap_or_else(|p| p.into_inner());
+            match &outcome {
+                Ok((_, pixels, info)) => {
+                    pay.settle(staged, Settled::Paid { pixels: *pixels });
+                    if let Some(info) = info {
+                        pay.update(info);
+                    }
+                }
+                Err((_, sent)) => pay.settle(
+                    staged,
+                    if *sent {
+                        Settled::Lost
+                    } else {
+                        Settled::NotSent
+                    },
+                ),
+            }
+        }
+        outcome
+            .map(|(renditions, _, _)| renditions)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Sends one segment with its headers: the renditions, the pixels the
+    /// orchestrator charged, its refreshed info; or the error and whether
+    /// the request went out.
+    async fn send_segment(
+        &self,
+        segment: &Segment,
+        session: &Session,
+        header: String,
+        payment_header: String,
+    ) -> Result<(Vec<Bytes>, u64, Option<OrchestratorInfo>), (AttemptError, bool)> {
         let request = http::Request::post(format!("{}/segment", session.connection.uri()))
             .header(SEGMENT_HEADER, header)
-            .header(PAYMENT_HEADER, "")
+            .header(PAYMENT_HEADER, payment_header)
             .header("content-type", "video/MP2T")
             .body(Full::new(segment.data.clone()))
-            .map_err(|e| AttemptError::Orchestrator(format!("no valid request: {e}")))?;
+            .map_err(|e| {
+                (
+                    AttemptError::Orchestrator(format!("no valid request: {e}")),
+                    false,
+                )
+            })?;
+        self.exchange(request, segment, session)
+            .await
+            .map_err(|e| (e, true))
+    }
+
+    /// The request's answer: renditions checked against their pixels, the
+    /// pixels charged, the refreshed info.
+    async fn exchange(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        segment: &Segment,
+        session: &Session,
+    ) -> Result<(Vec<Bytes>, u64, Option<OrchestratorInfo>), AttemptError> {
         let timeout = Duration::from_secs_f64((4.0 * segment.seconds).max(8.0));
         let answer = session
             .connection
@@ -465,6 +584,7 @@ impl TodayBroadcaster {
         let result = SegmentTranscodeResult::decode(answer.body.as_ref()).map_err(|e| {
             AttemptError::Orchestrator(format!("TranscodeResult does not decode: {e}"))
         })?;
+        let info = result.info;
         let data = match result.result {
             Some(segment_transcode_result::Result::Data(data)) => data,
             Some(segment_transcode_result::Result::Error(text)) => return Err(classify(&text)),
@@ -506,7 +626,8 @@ impl TodayBroadcaster {
                 )));
             }
         }
-        Ok(renditions)
+        let charged = counted.iter().sum();
+        Ok((renditions, charged, info))
     }
 
     async fn download(&self, url: &str) -> Result<Bytes, AttemptError> {

@@ -60,6 +60,47 @@ pub(crate) struct BroadcastArgs {
     /// Segments uploaded at once.
     #[arg(long, value_name = "N", default_value_t = 2)]
     max_in_flight: usize,
+    /// With --orch-addr on an eth: chain (and --keystore): pay in PM
+    /// tickets, refusing orchestrators whose price is over this many wei
+    /// per pixel (go-livepeer's -maxPricePerUnit; any price when absent).
+    #[arg(long, value_name = "WEI", requires = "orch_addr")]
+    max_price_per_unit: Option<u64>,
+}
+
+/// A paying broadcaster's own funds on Livepeer's TicketBroker, when the
+/// spec names its Controller: go-livepeer's sender stops without a deposit
+/// or a reserve, or with an unlock under way.
+fn check_funds(rest: &str, chain: &ChainArgs, key: &crate::eth::PrivateKey) -> Result<()> {
+    let spec = crate::chain::EthSpec::parse(rest)?;
+    let Some(controller) = spec.controller else {
+        return Ok(());
+    };
+    let ethereum = crate::chain::Ethereum::with_tls(spec, &chain.rpc_tls()?)?;
+    let status = runtime()?.block_on(async {
+        let protocol = crate::chain::operator::Protocol::connect(
+            ethereum.provider().clone(),
+            alloy::primitives::Address::from(controller.0),
+        )
+        .await?;
+        protocol
+            .status(alloy::primitives::Address::from(key.address().0))
+            .await
+    })?;
+    anyhow::ensure!(
+        status.deposit != "0",
+        "no sender deposit: fund it with `lpgpu protocol fund --deposit ETH`"
+    );
+    anyhow::ensure!(
+        status.reserve != "0",
+        "no sender reserve: fund it with `lpgpu protocol fund --reserve ETH`"
+    );
+    anyhow::ensure!(
+        status.withdraw_round == 0,
+        "unable to validate sender: its deposit and reserve are unlocking (round {})",
+        status.withdraw_round
+    );
+    tracing::info!(deposit = %status.deposit, reserve = %status.reserve, "paying from the TicketBroker");
+    Ok(())
 }
 
 /// Reads an m3u8 media playlist's segments (local files, relative to it).
@@ -118,7 +159,11 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     );
     // Which wire: today's (--orch-addr), or the 2018 job's.
     enum Wire {
-        Today(Vec<String>, Vec<crate::pipeline::RenditionSpec>),
+        Today(
+            Vec<String>,
+            Vec<crate::pipeline::RenditionSpec>,
+            Option<crate::broadcaster::payer::Payer>,
+        ),
         V2 {
             job: u64,
             target: OrchestratorTarget,
@@ -134,7 +179,29 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
             crate::broadcaster::today::check_hls_renditions(&profiles)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("--profiles {}", args.profiles))?;
-            Wire::Today(orchestrators, profiles)
+            // On an Ethereum chain the broadcaster has an account and pays;
+            // otherwise it is offchain, as go-livepeer's -network offchain.
+            let payer = match &args.chain.chain {
+                crate::chain::ChainSpec::Ethereum(rest) => {
+                    let key = args
+                        .keystore
+                        .unlock(&args.chain.chain)?
+                        .context("a paying broadcaster signs its tickets: give --keystore DIR")?;
+                    check_funds(rest, &args.chain, &key)?;
+                    Some(crate::broadcaster::payer::Payer {
+                        key,
+                        max_price: args.max_price_per_unit.map(|wei| (wei, 1)),
+                    })
+                }
+                _ => {
+                    anyhow::ensure!(
+                        args.max_price_per_unit.is_none(),
+                        "--max-price-per-unit: only a broadcaster on an eth: chain pays"
+                    );
+                    None
+                }
+            };
+            Wire::Today(orchestrators, profiles, payer)
         }
         (None, Some(job)) => {
             let target = match (args.orchestrator, args.orchestrator_address) {
@@ -205,8 +272,12 @@ pub(crate) fn run(args: BroadcastArgs) -> Result<()> {
     let terminal = std::io::stderr().is_terminal();
     let summary = runtime()?.block_on(async {
         let broadcaster: Arc<dyn Uploader> = match wire {
-            Wire::Today(orchestrators, profiles) => {
-                Arc::new(TodayBroadcaster::new(orchestrators, profiles, options))
+            Wire::Today(orchestrators, profiles, payer) => {
+                let broadcaster = TodayBroadcaster::new(orchestrators, profiles, options);
+                Arc::new(match payer {
+                    Some(payer) => broadcaster.with_payer(payer),
+                    None => broadcaster,
+                })
             }
             Wire::V2 {
                 job,

@@ -409,3 +409,101 @@ mod tests {
         assert_eq!(win_prob(ev, U256::ZERO), U256::ZERO);
     }
 }
+
+/// The broadcaster's side: what a segment is estimated to cost and how many
+/// tickets pay for it (`spec/bo-protocol.md`, "Balances", B), in wei scaled
+/// by 2³² (fractions of a wei kept, exact enough for a running balance).
+pub mod sender {
+    use super::{U256, U512};
+
+    /// 2³² units per wei.
+    pub const SCALE_BITS: u32 = 32;
+    /// go-livepeer's `pixelEstimateMultiplier` 1.02, as the binary double
+    /// it is: 2296835809958953 / 2251799813685248.
+    const MULTIPLIER: (u64, u64) = (2_296_835_809_958_953, 2_251_799_813_685_248);
+
+    /// `Σ w × h × ⌈fps⌉ × ⌈duration s⌉` over the renditions (fps 60 when the
+    /// rendition keeps the source's).
+    pub fn out_pixels(renditions: &[(u32, u32, Option<f64>)], duration_seconds: f64) -> u64 {
+        let seconds = duration_seconds.max(0.0).ceil() as u64;
+        renditions
+            .iter()
+            .map(|&(w, h, fps)| {
+                let fps = fps.map_or(60, |f| f.max(0.0).ceil() as u64);
+                u64::from(w) * u64::from(h) * fps * seconds
+            })
+            .sum()
+    }
+
+    fn to_scaled(value: U512) -> i128 {
+        i128::try_from(value).unwrap_or(i128::MAX)
+    }
+
+    /// `outPixels × 1.02 × price`, scaled.
+    pub fn fee(out_pixels: u64, price: (u64, u64)) -> i128 {
+        let numerator = U512::from(out_pixels)
+            * U512::from(MULTIPLIER.0)
+            * U512::from(price.0)
+            * (U512::from(1u64) << SCALE_BITS as usize);
+        let denominator = U512::from(MULTIPLIER.1) * U512::from(price.1.max(1));
+        to_scaled(numerator / denominator)
+    }
+
+    /// A ticket's expected value, scaled.
+    pub fn ticket_ev(face_value: U256, win_prob: U256) -> i128 {
+        let numerator = U512::from(face_value)
+            * U512::from(win_prob)
+            * (U512::from(1u64) << SCALE_BITS as usize);
+        to_scaled(numerator / U512::from(U256::MAX))
+    }
+
+    /// Tickets to send so that `existing` plus their value reaches
+    /// `max(fee, ev)`: `⌈(minCredit − existing) ÷ EV⌉`, or 0.
+    pub fn tickets_needed(fee: i128, ev: i128, existing: i128) -> u32 {
+        let min_credit = fee.max(ev);
+        if existing >= min_credit || ev <= 0 {
+            return 0;
+        }
+        let short = min_credit - existing;
+        u32::try_from((short + ev - 1) / ev).unwrap_or(u32::MAX)
+    }
+
+    /// Whole wei of a scaled amount (rounded down).
+    pub fn wei(scaled: i128) -> i128 {
+        scaled >> SCALE_BITS
+    }
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::sender::*;
+    use super::*;
+
+    #[test]
+    fn the_fee_estimate_and_ticket_count_are_the_vectors() {
+        let v = crate::test_vectors::bo_vectors();
+        let case = &v["b_fee_estimate"];
+        let pixels = out_pixels(&[(1280, 720, Some(30.0)), (640, 360, Some(30.0))], 2.0);
+        assert_eq!(pixels, case["out_pixels_estimate"].as_u64().unwrap());
+        let fee = fee(pixels, (6, 5));
+        // 84602880 wei (float), exact 23255462575834399125/274877906944.
+        assert_eq!(wei(fee), 84_602_880);
+        let m = &v["o_ticket_param_math"];
+        let face: U256 = m["faceValue (before maxFloat / maxFaceValue caps)"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let prob: U256 = m["winProb"].as_str().unwrap().parse().unwrap();
+        let ev = ticket_ev(face, prob);
+        assert_eq!(wei(ev), 8_000_000_000);
+        assert_eq!(
+            tickets_needed(fee, ev, 0),
+            case["num_tickets"].as_u64().unwrap() as u32
+        );
+        assert_eq!(tickets_needed(fee, ev, ev), 0);
+        assert_eq!(tickets_needed(10 * ev + 1, ev, 0), 11);
+        // Passed-through frame rates count as 60.
+        assert_eq!(out_pixels(&[(2, 2, None)], 1.5), 2 * 2 * 60 * 2);
+    }
+}
