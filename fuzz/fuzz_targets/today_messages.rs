@@ -2,8 +2,9 @@
 //! `OrchestratorRequest` answered by an offchain orchestrator (signature
 //! recovery on a non-zero address, capacity, a minted token that must
 //! verify), an `EndTranscodingSessionRequest`, and a `TranscodeResult` as
-//! lpgpu's broadcaster reads one (its error texts classified). Nothing
-//! panics.
+//! lpgpu's broadcaster reads one (its error texts classified), and a
+//! `Livepeer-Payment` through a paid orchestrator's checks (every ticket
+//! hashed, recovered and drawn; the nonce book bounded). Nothing panics.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -17,6 +18,7 @@ use lpgpu::proto::{
     segment_transcode_result,
 };
 use lpgpu::protocol::capabilities::CapabilitySet;
+use lpgpu::protocol::payment::{ChainView, Recipient, SenderInfo};
 use prost::Message;
 
 fn orchestrator() -> &'static TodayOrchestrator {
@@ -29,6 +31,7 @@ fn orchestrator() -> &'static TodayOrchestrator {
                 capabilities: CapabilitySet::lpgpu(),
                 version: "0.9.1".into(),
                 signer: None,
+                payments: None,
             },
             None,
             Metrics::new(),
@@ -38,7 +41,7 @@ fn orchestrator() -> &'static TodayOrchestrator {
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (which, bytes) = input;
-    match which % 3 {
+    match which % 4 {
         0 => {
             let Ok(request) = OrchestratorRequest::decode(bytes) else {
                 return;
@@ -47,6 +50,31 @@ fuzz_target!(|input: (u8, &[u8])| {
                 let token = info.auth_token.expect("a session has a token");
                 assert!(orchestrator().tokens().is_ours(&token));
             }
+        }
+        3 => {
+            let Ok(payment) = lpgpu::proto::Payment::decode(bytes) else {
+                return;
+            };
+            static RECIPIENT: OnceLock<std::sync::Mutex<Recipient>> = OnceLock::new();
+            let recipient = RECIPIENT.get_or_init(|| {
+                std::sync::Mutex::new(Recipient::new(lpgpu::eth::Address([7; 20]), [1; 32]))
+            });
+            let view = ChainView {
+                last_l1_block: 1000,
+                last_initialized_round: 10,
+                round_block_hash: [2; 32],
+            };
+            let funds = SenderInfo {
+                deposit: lpgpu::protocol::pm::U256::from(1u64) << 60,
+                reserve: lpgpu::protocol::pm::U256::from(1u64) << 60,
+                withdraw_round: 0,
+                claimed_in_round: lpgpu::protocol::pm::U256::ZERO,
+            };
+            let mut recipient = recipient.lock().unwrap_or_else(|p| p.into_inner());
+            let received = recipient.receive(&payment, true, Ok(funds), &view);
+            assert!(received.tickets as usize <= payment.ticket_sender_params.len());
+            assert!(received.tickets_credited <= received.tickets);
+            recipient.forget_expired(view.last_l1_block);
         }
         1 => {
             let Ok(request) = EndTranscodingSessionRequest::decode(bytes) else {

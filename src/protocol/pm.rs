@@ -6,7 +6,7 @@
 //! win probability, expected value). Reproduces `bo-vectors.json` byte for
 //! byte; Livepeer's own TicketBroker judges the hashes on anvil.
 
-use alloy::primitives::U256;
+pub use alloy::primitives::U256;
 use hmac::{Hmac, Mac};
 
 use crate::eth::{Address, PrivateKey, Signature, SignatureError, keccak256};
