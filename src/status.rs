@@ -146,6 +146,17 @@ pub fn summary(
                 "tasks_in_flight": single(families, "lpgpu_remote_tasks_in_flight").unwrap_or(0.0),
             })
         });
+    // A paid node: tickets and wei by outcome, refusals, pending wins.
+    let payments = single(families, "lpgpu_tickets_pending_redemption")
+        .is_some()
+        .then(|| {
+            json!({
+                "tickets": by_label(families, "lpgpu_tickets_total", "outcome"),
+                "wei": by_label(families, "lpgpu_ticket_wei_total", "outcome"),
+                "refused": by_label(families, "lpgpu_payment_errors_total", "reason"),
+                "pending_redemption": single(families, "lpgpu_tickets_pending_redemption").unwrap_or(0.0),
+            })
+        });
     let (ready, why) = match ready {
         Ok(()) => (true, None),
         Err(why) => (false, Some(why)),
@@ -172,6 +183,7 @@ pub fn summary(
         "realtime_ratio": single(families, "lpgpu_realtime_ratio").unwrap_or(0.0),
         "pool": pool,
         "remote": remote,
+        "payments": payments,
     })
 }
 
@@ -272,6 +284,7 @@ pub const PAGE: &str = r#"<!doctype html>
   <div class="card"><h2>Errors, last minute (codes)</h2><table id="errors"></table></div>
   <div class="card"><h2>GPUs</h2><table id="gpus"></table></div>
   <div class="card" id="poolcard" hidden><h2>Pool</h2><div><span id="members">0</span> members · <span id="retries">0</span> retries</div><table id="pool"></table></div>
+  <div class="card" id="paycard" hidden><h2>Payments</h2><div id="pay"></div><table id="refused"></table></div>
   <div class="card" id="remotecard" hidden><h2>Orchestrator links</h2><div id="remote"></div><table id="links"></table></div>
 </div>
 <script>
@@ -312,6 +325,13 @@ function render(s) {
     text($("members"), s.pool.members);
     text($("retries"), s.pool.retries);
     rows($("pool"), ["member", "load", "capacity"], s.pool.list.map((m) => [m.member, m.load, m.capacity]));
+  }
+  $("paycard").hidden = !s.payments;
+  if (s.payments) {
+    const t = s.payments.tickets, w = s.payments.wei;
+    text($("pay"), (t.received || 0) + " tickets received · " + (t.winning || 0) + " winning · " + (t.redeemed || 0) + " redeemed · "
+      + s.payments.pending_redemption + " pending · " + Math.round(w.redeemed || 0) + " wei redeemed");
+    rows($("refused"), ["refused payment", "count"], Object.entries(s.payments.refused));
   }
   $("remotecard").hidden = !s.remote;
   if (s.remote) {

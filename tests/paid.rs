@@ -422,6 +422,17 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
         node.metric("lpgpu_payment_errors_total{reason=\"insufficient_balance\"}"),
         0.0
     );
+    // /status says the same.
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{}/status", node.metrics)])
+        .output()
+        .unwrap();
+    let board: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        board["payments"]["tickets"]["received"].as_f64(),
+        Some(received),
+        "{board}"
+    );
     let stored: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     assert!(
