@@ -86,6 +86,30 @@ fn wei(value: &serde_json::Value) -> u128 {
     value.as_str().unwrap().parse().unwrap()
 }
 
+/// TicketBroker's own `usedTickets` says each stored ticket was redeemed.
+fn assert_all_used(chain: &str, stored: &[serde_json::Value]) {
+    use lpgpu::chain::livepeer::{abi, lookup};
+    use lpgpu::orchestrator::today::redeemer::StoredTicket;
+    let spec = lpgpu::chain::EthSpec::parse(chain.strip_prefix("eth:").unwrap()).unwrap();
+    let controller = alloy::primitives::Address::from(spec.controller.unwrap().0);
+    let ethereum = lpgpu::chain::Ethereum::new(spec).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let provider = ethereum.provider().clone();
+        let contracts = lookup(&provider, controller).await.unwrap();
+        let broker = abi::TicketBroker::new(contracts.ticket_broker, provider);
+        for value in stored {
+            let ticket: StoredTicket = serde_json::from_value(value.clone()).unwrap();
+            let (ticket, _, _) = ticket.ticket().unwrap();
+            let hash = alloy::primitives::FixedBytes::from(ticket.hash());
+            assert!(
+                broker.usedTickets(hash).call().await.unwrap(),
+                "ticket {} not used on chain",
+                ticket.sender_nonce
+            );
+        }
+    });
+}
+
 struct PaidNode {
     _process: Killed,
     port: u16,
@@ -93,17 +117,28 @@ struct PaidNode {
 }
 
 impl PaidNode {
+    /// A ticket of EV 1e12 wei at face value 2e12: half of them win, and
+    /// go-livepeer's sender (which refuses face value = EV) pays them.
     fn start(dir: &Path, chain: &str, store: &Path) -> Self {
+        Self::start_with(
+            dir,
+            chain,
+            store,
+            &["50000", "1000000000000", "2000000000000"],
+        )
+    }
+
+    /// `[price per pixel, ticket EV, max face value]`.
+    fn start_with(dir: &Path, chain: &str, store: &Path, pricing: &[&str; 3]) -> Self {
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_lpgpu"))
             .args(["node", "--chain", chain, "--keystore", "orchestrator"])
             .args(["--hostname", "127.0.0.1", "--listen", "127.0.0.1:0"])
             .args(["--metrics-listen", &metrics])
             .args(["--backend", "cpu", "--max-sessions", "10"])
-            // A ticket of EV 1e12 wei at face value 2e12: half of them win.
-            .args(["--price-per-unit", "50000", "--pixels-per-unit", "1"])
-            .args(["--ticket-ev", "1000000000000"])
-            .args(["--max-face-value", "2000000000000"])
+            .args(["--price-per-unit", pricing[0], "--pixels-per-unit", "1"])
+            .args(["--ticket-ev", pricing[1]])
+            .args(["--max-face-value", pricing[2]])
             .arg("--initialize-round")
             .arg("--ticket-store")
             .arg(store)
@@ -318,6 +353,7 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     );
     let orchestrator = status(d, &chain, "orchestrator");
     assert_eq!(wei(&orchestrator["pending_fees"]), face_values);
+    assert_all_used(&chain, &stored);
     let left: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     assert!(left.is_empty(), "{left:?}");
@@ -325,13 +361,15 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     anvil.stop();
 }
 
-/// lpgpu's own broadcaster pays lpgpu's paid node: `lpgpu broadcast
-/// --orch-addr … --chain … --keystore …` streams 10 s with every segment
-/// paid (the node refuses any segment not paid for), the tickets it sends
-/// pass the node's checks, and once the winning ones are past their
-/// expiration the broadcaster's deposit on the TicketBroker has fallen by
-/// their face values. A price over `--max-price-per-unit` is refused
-/// before anything is sent.
+/// The "done when": `lpgpu node … --price-per-unit 1
+/// --pixels-per-unit 1 --ticket-ev 1000000000000 --max-face-value
+/// 1000000000000 --initialize-round` and `lpgpu broadcast --orch-addr …
+/// --chain … --keystore … --max-price-per-unit 10` stream 10 s with every
+/// segment paid (the node refuses any segment not paid for); every ticket
+/// is a certain win (face value = EV), written down and, once past its
+/// expiration, redeemed: the broadcaster's deposit on the TicketBroker falls
+/// by the face values within a minute. A price over `--max-price-per-unit`
+/// is refused before anything is sent.
 #[test]
 fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
     let mut anvil = Anvil::start();
@@ -339,7 +377,7 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
     let d = dir.path();
     let (chain, deposit_before) = paid_chain(d, &anvil);
     let store = d.join("tickets.json");
-    let node = PaidNode::start(d, &chain, &store);
+    let node = PaidNode::start_with(d, &chain, &store, &["1", "1000000000000", "1000000000000"]);
     let input = d.join("ten.ts");
     let made = Command::new("ffmpeg")
         .args([
@@ -382,8 +420,6 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
             ])
             .args(["--chain", &chain, "--keystore", "broadcaster"])
             .args(["--max-price-per-unit", max_price])
-            // About 3.5e12 wei a segment at the node's price: several
-            // tickets each (EV 1e12), half of which win.
             .args(["--profiles", "P720p30fps16x9,P360p30fps16x9"])
             .arg("--input")
             .arg(&input)
@@ -394,7 +430,7 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
             .output()
             .unwrap()
     };
-    let refused = broadcast("1000", "refused");
+    let refused = broadcast("0", "refused");
     let stdout = String::from_utf8_lossy(&refused.stdout);
     assert!(!refused.status.success(), "{stdout}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -408,7 +444,7 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
         0.0
     );
 
-    let paid = broadcast("100000", "hls");
+    let paid = broadcast("10", "hls");
     let stdout = String::from_utf8_lossy(&paid.stdout);
     assert!(
         paid.status.success(),
@@ -416,8 +452,14 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
         String::from_utf8_lossy(&paid.stderr)
     );
     assert!(stdout.contains("5 segments, 0 failed"), "{stdout}");
+    // 1 wei a pixel: the first ticket (EV 1e12) pays for every segment.
     let received = node.metric("lpgpu_tickets_total{outcome=\"received\"}");
-    assert!(received >= 10.0, "{received} tickets for 5 segments");
+    assert!(received >= 1.0, "{received} tickets for 5 segments");
+    assert_eq!(
+        node.metric("lpgpu_tickets_total{outcome=\"winning\"}"),
+        received,
+        "face value = EV: every ticket wins"
+    );
     assert_eq!(
         node.metric("lpgpu_payment_errors_total{reason=\"insufficient_balance\"}"),
         0.0

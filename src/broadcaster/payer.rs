@@ -247,7 +247,11 @@ pub enum Settled {
     Lost,
 }
 
-/// go-livepeer's sender's limits on params it will pay with.
+/// go-livepeer's sender's limits on params it will pay with, but one: it
+/// refuses EV ≥ face value, which leaves an orchestrator that quotes face
+/// value = EV (`-maxFaceValue` = `-ticketEV`: every ticket a certain win,
+/// which TicketBroker redeems) unusable; lpgpu pays such tickets and
+/// refuses only EV > face value.
 fn check_params(params: &TicketParams) -> Result<(), String> {
     if uint(&params.expiration_block).is_zero() {
         return Err("ticketParams expiration block is 0".into());
@@ -258,7 +262,7 @@ fn check_params(params: &TicketParams) -> Result<(), String> {
         return Ok(());
     }
     let face_scaled = sender::ticket_ev(face_value, U256::MAX);
-    if ev >= face_scaled {
+    if ev > face_scaled {
         return Err(format!("ticket faceValue too low faceValue={face_value}"));
     }
     if sender::wei(ev) > i128::from(MAX_TICKET_EV_WEI) {
@@ -380,13 +384,18 @@ mod tests {
                 .unwrap_err()
                 .contains("not the address")
         );
-        let mut too_low = info;
-        // Face value = EV (a certain win): go-livepeer's sender refuses it.
-        too_low.ticket_params.as_mut().unwrap().win_prob = vec![0xff; 32];
+        // Face value = EV (a certain win) is paid, unlike go-livepeer's
+        // sender; an EV over 3e12 wei is not.
+        let mut certain = info;
+        certain.ticket_params.as_mut().unwrap().win_prob = vec![0xff; 32];
+        assert!(PayState::from_info(&certain, &payer).is_ok());
+        let mut dear = certain;
+        dear.ticket_params.as_mut().unwrap().face_value =
+            crate::protocol::pm::minimal_bytes(U256::from(4_000_000_000_000u64));
         assert!(
-            PayState::from_info(&too_low, &payer)
+            PayState::from_info(&dear, &payer)
                 .unwrap_err()
-                .contains("faceValue too low")
+                .contains("max ticket EV")
         );
     }
 }
