@@ -262,7 +262,7 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (chain, deposit_before) = paid_chain(d, &anvil);
-    let store = d.join("tickets.json");
+    let store = d.join("lpgpu-tickets.json");
     let node = PaidNode::start(d, &chain, &store);
     let segment = common::clip("h264_720p.ts");
     let orch = format!("127.0.0.1:{}", node.port);
@@ -293,6 +293,12 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     assert!(received >= 5.0, "{received}");
     assert!(winning >= 1.0, "half of {received} tickets win; none did");
     assert!(node.metric("lpgpu_ticket_wei_total{outcome=\"debited\"}") > 0.0);
+    // The sender's credit left, as the node counts it.
+    assert!(
+        node.metric(
+            "lpgpu_payment_balance_wei{sender=\"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"}"
+        ) > 0.0
+    );
 
     let (refused, report) = sender(
         &[
@@ -324,6 +330,14 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     );
     let face_values: u128 = stored.iter().map(|t| wei(&t["face_value"])).sum();
     drop(node);
+    // Pending on the node's store, as `protocol status` reads it.
+    let pending = status(d, &chain, "orchestrator");
+    assert_eq!(
+        pending["pending_winning_tickets"],
+        stored.len(),
+        "{pending}"
+    );
+    assert_eq!(wei(&pending["pending_face_value"]), face_values);
     let node = PaidNode::start(d, &chain, &store);
     // Past every ticket's expiration block, into a new round the node
     // initializes itself.
@@ -354,6 +368,10 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     let orchestrator = status(d, &chain, "orchestrator");
     assert_eq!(wei(&orchestrator["pending_fees"]), face_values);
     assert_all_used(&chain, &stored);
+    assert_eq!(
+        status(d, &chain, "orchestrator")["pending_winning_tickets"],
+        0
+    );
     let left: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     assert!(left.is_empty(), "{left:?}");
@@ -376,7 +394,7 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (chain, deposit_before) = paid_chain(d, &anvil);
-    let store = d.join("tickets.json");
+    let store = d.join("lpgpu-tickets.json");
     let node = PaidNode::start_with(d, &chain, &store, &["1", "1000000000000", "1000000000000"]);
     let input = d.join("ten.ts");
     let made = Command::new("ffmpeg")

@@ -72,6 +72,36 @@ pub(crate) struct StatusArgs {
     /// password where the file states it).
     #[arg(long, value_name = "DIR")]
     keystore: Option<std::path::PathBuf>,
+    /// A paid node's winning-ticket store: its tickets for this account
+    /// not yet redeemed are counted (`pending_winning_tickets`).
+    #[arg(long, value_name = "FILE", default_value = "lpgpu-tickets.json")]
+    ticket_store: std::path::PathBuf,
+}
+
+/// Tickets for `recipient` in a node's store not yet redeemed: (count, Σ
+/// face value in wei). A missing store holds none.
+fn pending_tickets(
+    path: &std::path::Path,
+    recipient: crate::eth::Address,
+) -> Result<(u64, String)> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, "0".into())),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let tickets: Vec<crate::orchestrator::today::redeemer::StoredTicket> =
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a winning-ticket store", path.display()))?;
+    let mut count = 0u64;
+    let mut face = alloy::primitives::U256::ZERO;
+    for stored in &tickets {
+        let (ticket, _, _) = stored.ticket().map_err(anyhow::Error::msg)?;
+        if ticket.recipient == recipient {
+            count += 1;
+            face = face.saturating_add(ticket.face_value);
+        }
+    }
+    Ok((count, face.to_string()))
 }
 
 /// The eth: spec naming a Controller, and a connection to its node.
@@ -110,7 +140,11 @@ pub(crate) fn run(command: ProtocolCommand) -> Result<()> {
                     .status(alloy::primitives::Address::from(address.0))
                     .await
             })?;
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            let mut json = serde_json::to_value(&status)?;
+            let (pending, face) = pending_tickets(&args.ticket_store, address)?;
+            json["pending_winning_tickets"] = pending.into();
+            json["pending_face_value"] = face.into();
+            println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
         }
         ProtocolCommand::Round(tx) => {

@@ -6,7 +6,7 @@
     reason = "metric definitions are constants: a bad one fails every test"
 )]
 
-use prometheus::{CounterVec, IntCounterVec, IntGauge, Opts};
+use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGauge, Opts};
 
 use crate::metrics::Metrics;
 
@@ -22,6 +22,9 @@ pub struct PaymentMetrics {
     pub errors: IntCounterVec,
     /// Winning tickets written down and not yet redeemed.
     pub pending: IntGauge,
+    /// Each sender's credit left over its open sessions, in wei (negative:
+    /// it owes).
+    pub balance: GaugeVec,
 }
 
 impl PaymentMetrics {
@@ -48,6 +51,17 @@ impl PaymentMetrics {
                 "lpgpu_payment_errors_total",
                 "Refused payments by reason.",
                 &["reason"],
+            )?,
+            balance: r.add(
+                "lpgpu_payment_balance_wei",
+                GaugeVec::new(
+                    Opts::new(
+                        "lpgpu_payment_balance_wei",
+                        "Each sender's credit left over its open sessions, in wei.",
+                    ),
+                    &["sender"],
+                )
+                .expect("valid metric"),
             )?,
             pending: r.add(
                 "lpgpu_tickets_pending_redemption",

@@ -190,9 +190,19 @@ impl Payments {
         state.gas_price = U256::from(gas_price);
         state.pool_size = u64::try_from(pool_size).unwrap_or(u64::MAX);
         let now = Instant::now();
+        let before = state.balances.len();
         state
             .balances
             .retain(|_, b| now.duration_since(b.touched) < BALANCE_IDLE);
+        if state.balances.len() != before {
+            // Idle sessions dropped: the senders' gauges start again.
+            self.redeemer.metrics().balance.reset();
+            let senders: std::collections::BTreeSet<Address> =
+                state.balances.keys().map(|(sender, _)| *sender).collect();
+            for sender in senders {
+                self.publish_balance(&state, sender);
+            }
+        }
         drop(state);
         self.recipient().forget_expired(block);
         self.redeemer.set_view(view, active);
@@ -407,6 +417,7 @@ impl Payments {
             });
         balance.credit = balance.credit.saturating_add(credit.numerator);
         balance.touched = Instant::now();
+        self.publish_balance(&state, sender);
     }
 
     /// Whether the balance is at least one ticket's expected value.
@@ -424,6 +435,24 @@ impl Payments {
                 .saturating_mul(den)
                 .saturating_add(balance.debit)
                 .saturating_mul(d)
+    }
+
+    /// Publishes `sender`'s credit over its sessions (wei, signed).
+    fn publish_balance(&self, state: &State, sender: Address) {
+        let d = U512::from(U256::MAX);
+        let den = U512::from(self.price.1.max(1));
+        let (mut credit, mut debit) = (0f64, 0f64);
+        for ((who, _), balance) in &state.balances {
+            if *who == sender {
+                credit += u128::try_from(balance.credit / d).unwrap_or(u128::MAX) as f64;
+                debit += u128::try_from(balance.debit / den).unwrap_or(u128::MAX) as f64;
+            }
+        }
+        self.redeemer
+            .metrics()
+            .balance
+            .with_label_values(&[&sender.to_checksum()])
+            .set(credit - debit);
     }
 
     /// The wei a balance holds, rounded down (negative as 0), for status.
@@ -450,6 +479,7 @@ impl Payments {
                 .saturating_add(U512::from(pixels).saturating_mul(U512::from(self.price.0)));
             balance.touched = Instant::now();
         }
+        self.publish_balance(&state, sender);
         self.redeemer
             .metrics()
             .wei
