@@ -719,7 +719,7 @@ fn bad_node_flags_are_refused_by_name_before_binding() {
 fn bad_flags_of_todays_wire_are_refused_plainly() {
     let clip = common::clip("h264_720p.ts");
     let clip = clip.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &[
                 "orchestrator",
@@ -791,6 +791,72 @@ fn bad_flags_of_todays_wire_are_refused_plainly() {
                 clip,
             ],
             "--concurrency",
+        ),
+        // Payments: a paid node needs an account; Livepeer's contracts are
+        // found through a Controller; amounts are decimals; only a
+        // broadcaster on an eth: chain pays.
+        (
+            &[
+                "node",
+                "--chain",
+                "offchain",
+                "--hostname",
+                "localhost",
+                "--price-per-unit",
+                "1",
+            ],
+            "--price-per-unit",
+        ),
+        (
+            &[
+                "protocol",
+                "status",
+                "--chain",
+                "offchain",
+                "--address",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            ],
+            "controller",
+        ),
+        (
+            &[
+                "protocol",
+                "status",
+                "--chain",
+                "eth:http://127.0.0.1:1",
+                "--address",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            ],
+            "controller=0x",
+        ),
+        (
+            &[
+                "protocol",
+                "activate",
+                "--chain",
+                "eth:http://127.0.0.1:1?controller=0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                "--keystore",
+                "/nonexistent",
+                "--service-uri",
+                "https://o.example:8935",
+                "--stake",
+                "1.2.3",
+            ],
+            "--stake",
+        ),
+        (
+            &[
+                "broadcast",
+                "--orch-addr",
+                "o.example",
+                "--max-price-per-unit",
+                "5",
+                "--input",
+                clip,
+                "--out",
+                "/tmp/x",
+            ],
+            "only a broadcaster on an eth: chain pays",
         ),
     ];
     for (args, says) in cases {

@@ -110,6 +110,28 @@ fn assert_all_used(chain: &str, stored: &[serde_json::Value]) {
     });
 }
 
+/// Mines past every stored ticket's expiration block, into a new round the
+/// node initializes itself, and waits (at most 60 s) until the node has no
+/// ticket left to redeem.
+fn redeem_all(url: &str, node: &PaidNode, stored: &[serde_json::Value]) {
+    let expiring = stored
+        .iter()
+        .map(|t| t["expiration_block"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    while head(url) < expiring {
+        mine_to_round(url);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.metric("lpgpu_tickets_pending_redemption") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "tickets still pending after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 struct PaidNode {
     _process: Killed,
     port: u16,
@@ -339,24 +361,7 @@ fn an_independent_sender_pays_bad_payments_are_refused_and_wins_survive_a_crash(
     );
     assert_eq!(wei(&pending["pending_face_value"]), face_values);
     let node = PaidNode::start(d, &chain, &store);
-    // Past every ticket's expiration block, into a new round the node
-    // initializes itself.
-    let expiring = stored
-        .iter()
-        .map(|t| t["expiration_block"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    while head(&anvil.url) < expiring {
-        mine_to_round(&anvil.url);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.metric("lpgpu_tickets_pending_redemption") > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "tickets still pending after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    redeem_all(&anvil.url, &node, &stored);
     let redeemed = node.metric("lpgpu_tickets_total{outcome=\"redeemed\"}");
     assert_eq!(redeemed as usize, stored.len(), "every stored win redeemed");
     let broadcaster = status(d, &chain, "broadcaster");
@@ -495,27 +500,9 @@ fn lpgpus_broadcaster_pays_every_segment_and_its_deposit_falls() {
     );
     let stored: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
-    assert!(
-        !stored.is_empty(),
-        "half of {received} tickets win; none did"
-    );
+    assert_eq!(stored.len() as f64, received, "every win written down");
     let face_values: u128 = stored.iter().map(|t| wei(&t["face_value"])).sum();
-    let expiring = stored
-        .iter()
-        .map(|t| t["expiration_block"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    while head(&anvil.url) < expiring {
-        mine_to_round(&anvil.url);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.metric("lpgpu_tickets_pending_redemption") > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "tickets still pending after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    redeem_all(&anvil.url, &node, &stored);
     assert_eq!(
         wei(&status(d, &chain, "broadcaster")["deposit"]),
         deposit_before - face_values

@@ -491,11 +491,17 @@ impl TodayBroadcaster {
                     .map(|r| (r.width, r.height, r.max_frame_rate.map(|f| f.as_f64())))
                     .collect();
                 let pixels = crate::protocol::pm::sender::out_pixels(&estimate, segment.seconds);
-                let staged = pay
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .payment(&payer.key, pixels)
-                    .map_err(AttemptError::Orchestrator)?;
+                // Signing the tickets is CPU work: off the async executor.
+                let (signing, key) = (pay.clone(), payer.key.clone());
+                let staged = tokio::task::spawn_blocking(move || {
+                    signing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .payment(&key, pixels)
+                })
+                .await
+                .map_err(|e| AttemptError::Orchestrator(format!("signing tickets: {e}")))?
+                .map_err(AttemptError::Orchestrator)?;
                 Some((pay.clone(), staged))
             }
             _ => None,

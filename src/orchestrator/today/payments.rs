@@ -312,7 +312,7 @@ impl Payments {
     /// ticket's expected value when this node charges. The sender, when
     /// the payment names one.
     pub async fn process(
-        &self,
+        self: &Arc<Self>,
         payment: &Payment,
         session: &str,
     ) -> Result<Option<Address>, PaymentRefusal> {
@@ -338,9 +338,17 @@ impl Payments {
         let recipient_active = payment.ticket_params.as_ref().is_some_and(|p| {
             p.recipient.as_slice() == self.recipient().address().0.as_slice() && active
         });
-        let received = self
-            .recipient()
-            .receive(payment, recipient_active, info, &view);
+        // Each ticket's hash, signature recovery and HMAC: CPU work, off
+        // the async executor.
+        let payments = self.clone();
+        let owned = payment.clone();
+        let received = tokio::task::spawn_blocking(move || {
+            payments
+                .recipient()
+                .receive(&owned, recipient_active, info, &view)
+        })
+        .await
+        .map_err(|e| PaymentRefusal::Chain(format!("checking the payment: {e}")))?;
         self.redeemer
             .metrics()
             .tickets
